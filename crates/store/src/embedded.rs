@@ -133,6 +133,9 @@ impl EmbeddedStore {
         let lock = lock_dir(dir)?;
         let path = dir.join(STORE_FILE);
         let is_new = !path.exists();
+        if !is_new {
+            check_existing(&path)?;
+        }
         let db = redb::Builder::new()
             .set_cache_size(options.cache_size)
             .create(&path)
@@ -280,15 +283,16 @@ fn map_open_error(path: &Path, err: redb::DatabaseError) -> Error {
             path: path.parent().unwrap_or(path).to_path_buf(),
             holder: None,
         },
-        redb::DatabaseError::Storage(redb::StorageError::Io(source)) => Error::Io {
-            action: "open store file",
-            path: path.to_path_buf(),
-            source,
-        },
-        other => Error::Corrupt {
-            path: path.to_path_buf(),
-            message: other.to_string(),
-        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(source))
+            if source.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            Error::Io {
+                action: "open store file",
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        other => corrupt(path, other),
     }
 }
 
@@ -296,40 +300,70 @@ fn backend(err: impl std::fmt::Display) -> Error {
     Error::Backend(err.to_string())
 }
 
-/// Creates the tables of a new store, or checks that an existing file is one of ours.
+/// Checks an existing store file without writing to it, so that a foreign or damaged file is
+/// reported and left as it was. A file that only needs crash recovery passes: opening it for
+/// writing recovers it.
+fn check_existing(path: &Path) -> Result<()> {
+    match redb::Builder::new().open_read_only(path) {
+        Ok(db) => {
+            let read = db.begin_read().map_err(|e| corrupt(path, e))?;
+            check_tables(&read, path).map(|_| ())
+        }
+        Err(redb::DatabaseError::RepairAborted) => {
+            tracing::warn!(path = %path.display(), "store was not closed cleanly; recovering");
+            Ok(())
+        }
+        Err(err) => Err(map_open_error(path, err)),
+    }
+}
+
+fn corrupt(path: &Path, err: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    }
+}
+
+/// Reads the current revision and compaction point of one of our stores; `None` for a file
+/// with no tables at all (a new store); [`Error::Corrupt`] for anything else.
+fn check_tables(read: &redb::ReadTransaction, path: &Path) -> Result<Option<(i64, i64)>> {
+    match read.open_table(META) {
+        Ok(meta) => {
+            let get = |name: &str| -> Result<Option<u64>> {
+                Ok(meta
+                    .get(name)
+                    .map_err(|e| corrupt(path, e))?
+                    .map(|v| v.value()))
+            };
+            let format = get(META_FORMAT)?;
+            if format != Some(FORMAT_VERSION) {
+                return Err(corrupt(
+                    path,
+                    format!("store format {format:?}, this rkube reads format {FORMAT_VERSION}"),
+                ));
+            }
+            let revision = get(META_REVISION)?.ok_or_else(|| corrupt(path, "no revision"))?;
+            let compacted = get(META_COMPACTED)?.unwrap_or(0);
+            Ok(Some((revision as i64, compacted as i64)))
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            let tables = read.list_tables().map_err(|e| corrupt(path, e))?;
+            if tables.count() > 0 {
+                return Err(corrupt(path, "the file holds tables of another program"));
+            }
+            Ok(None)
+        }
+        Err(err) => Err(corrupt(path, err)),
+    }
+}
+
+/// Creates the tables of a new store, or reads the state of an existing one.
 /// Returns the current revision and the compaction point.
 fn init_or_check(db: &Database, path: &Path) -> Result<(i64, i64)> {
-    let corrupt = |message: String| Error::Corrupt {
-        path: path.to_path_buf(),
-        message,
-    };
     {
         let read = db.begin_read().map_err(backend)?;
-        match read.open_table(META) {
-            Ok(meta) => {
-                let get = |name: &str| -> Result<Option<u64>> {
-                    Ok(meta
-                        .get(name)
-                        .map_err(|e| corrupt(e.to_string()))?
-                        .map(|v| v.value()))
-                };
-                let format = get(META_FORMAT)?;
-                if format != Some(FORMAT_VERSION) {
-                    return Err(corrupt(format!(
-                        "store format {format:?}, this rkube reads format {FORMAT_VERSION}"
-                    )));
-                }
-                let revision = get(META_REVISION)?.ok_or_else(|| corrupt("no revision".into()))?;
-                let compacted = get(META_COMPACTED)?.unwrap_or(0);
-                return Ok((revision as i64, compacted as i64));
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(err) => return Err(corrupt(err.to_string())),
-        }
-        // No meta table: only an empty file may be initialised.
-        let tables = read.list_tables().map_err(|e| corrupt(e.to_string()))?;
-        if tables.count() > 0 {
-            return Err(corrupt("file holds other tables".into()));
+        if let Some(state) = check_tables(&read, path)? {
+            return Ok(state);
         }
     }
     let write = db.begin_write().map_err(backend)?;
