@@ -10,8 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::{
-    Compare, Error, EventKind, KeyValue, MAX_VALUE_SIZE, Op, RangeRequest, Store, Txn,
-    WatchStream,
+    Compare, Error, EventKind, KeyValue, MAX_VALUE_SIZE, Op, RangeRequest, Store, Txn, WatchStream,
 };
 
 /// How long a test waits for a watch event before failing.
@@ -47,13 +46,19 @@ pub async fn create_get_update(store: Arc<dyn Store>, prefix: &str) {
     assert_eq!(store.current_revision().await.unwrap(), r1);
     let kv = store.get(&k).await.unwrap().expect("created key");
     assert_eq!(kv.value, b"one");
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r1, r1, 1));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (r1, r1, 1)
+    );
 
     let r2 = store.update(&k, b"two".to_vec(), r1).await.unwrap();
     assert!(r2 > r1);
     let kv = store.get(&k).await.unwrap().unwrap();
     assert_eq!(kv.value, b"two");
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r1, r2, 2));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (r1, r2, 2)
+    );
     assert_eq!(store.get(&key(prefix, "missing")).await.unwrap(), None);
 }
 
@@ -148,9 +153,15 @@ pub async fn txn_is_atomic(store: Arc<dyn Store>, prefix: &str) {
         .unwrap();
     assert!(ok.succeeded);
     assert_eq!(ok.revision, rb + 1, "one transaction, one revision");
-    assert_eq!(store.get(&a).await.unwrap().unwrap().mod_revision, ok.revision);
+    assert_eq!(
+        store.get(&a).await.unwrap().unwrap().mod_revision,
+        ok.revision
+    );
     assert_eq!(store.get(&b).await.unwrap(), None);
-    assert_eq!(store.get(&c).await.unwrap().unwrap().mod_revision, ok.revision);
+    assert_eq!(
+        store.get(&c).await.unwrap().unwrap().mod_revision,
+        ok.revision
+    );
 
     // A transaction that changes nothing (delete of a missing key) keeps the revision.
     let noop = store
@@ -186,13 +197,22 @@ pub async fn range_paging(store: Arc<dyn Store>, prefix: &str) {
     let items = format!("{prefix}items/");
     for i in 0..25 {
         store
-            .create(&key(&items, &format!("{i:03}")), format!("v{i}").into_bytes())
+            .create(
+                &key(&items, &format!("{i:03}")),
+                format!("v{i}").into_bytes(),
+            )
             .await
             .unwrap();
     }
     // Neighbours that must not show up.
-    store.create(&key(prefix, "items"), b"x".to_vec()).await.unwrap();
-    store.create(&key(prefix, "itemsz"), b"x".to_vec()).await.unwrap();
+    store
+        .create(&key(prefix, "items"), b"x".to_vec())
+        .await
+        .unwrap();
+    store
+        .create(&key(prefix, "itemsz"), b"x".to_vec())
+        .await
+        .unwrap();
 
     let all = store.range(RangeRequest::prefix(&items)).await.unwrap();
     assert_eq!(all.count, 25);
@@ -221,12 +241,19 @@ pub async fn range_paging(store: Arc<dyn Store>, prefix: &str) {
         if !page.more {
             break;
         }
-        assert_eq!(page.count, 25 - (pages - 1) * 10, "count covers the rest of the range");
+        assert_eq!(
+            page.count,
+            25 - (pages - 1) * 10,
+            "count covers the rest of the range"
+        );
         req = req.after(&page.kvs.last().unwrap().key);
     }
     assert_eq!(pages, 3);
     let expected: Vec<Vec<u8>> = (0..25).map(|i| key(&items, &format!("{i:03}"))).collect();
-    assert_eq!(seen, expected, "every key once, in order, as of the snapshot");
+    assert_eq!(
+        seen, expected,
+        "every key once, in order, as of the snapshot"
+    );
 
     let now = store.range(RangeRequest::prefix(&items)).await.unwrap();
     assert_eq!(now.count, 25 - 1 + 3);
@@ -257,7 +284,10 @@ pub async fn range_at_past_revision(store: Arc<dyn Store>, prefix: &str) {
     assert_eq!(values(&s2.kvs), vec![b"v2".to_vec()]);
     assert_eq!(s2.kvs[0].version, 2);
     assert_eq!(s2.revision, r2);
-    assert_eq!(values(&at(r3).await.kvs), vec![b"v2".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        values(&at(r3).await.kvs),
+        vec![b"v2".to_vec(), b"b".to_vec()]
+    );
     assert_eq!(values(&at(r4).await.kvs), vec![b"b".to_vec()]);
     assert_eq!(at(r1 - 1).await.count, 0);
     let single = store
@@ -289,7 +319,10 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, prefix: &str) {
                 .unwrap(),
         );
     }
-    store.create(&key(prefix, "other"), b"x".to_vec()).await.unwrap();
+    store
+        .create(&key(prefix, "other"), b"x".to_vec())
+        .await
+        .unwrap();
 
     let mut stream = store.watch(watched.as_bytes(), revs[1]).await.unwrap();
     let history = collect_events(&mut stream, 3).await;
@@ -297,16 +330,27 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, prefix: &str) {
         history.iter().map(|e| e.revision()).collect::<Vec<_>>(),
         revs[2..].to_vec()
     );
-    assert!(history.iter().all(|e| e.kind == EventKind::Put && e.prev.is_none()));
+    assert!(
+        history
+            .iter()
+            .all(|e| e.kind == EventKind::Put && e.prev.is_none())
+    );
 
     // Live: update, delete, and a write outside the prefix that must not appear.
     let k0 = key(&watched, "0");
     let up = store.update(&k0, b"new".to_vec(), revs[0]).await.unwrap();
-    store.create(&key(prefix, "other2"), b"x".to_vec()).await.unwrap();
+    store
+        .create(&key(prefix, "other2"), b"x".to_vec())
+        .await
+        .unwrap();
     let del = store.delete(&k0, up).await.unwrap();
 
     let live = collect_events(&mut stream, 2).await;
-    assert_eq!(live.len(), 2, "the write outside the prefix is not delivered");
+    assert_eq!(
+        live.len(),
+        2,
+        "the write outside the prefix is not delivered"
+    );
     assert_eq!(live[0].kind, EventKind::Put);
     assert_eq!(live[0].kv.value, b"new");
     assert_eq!(live[0].kv.version, 2);
@@ -353,13 +397,22 @@ pub async fn compaction(store: Arc<dyn Store>, prefix: &str) {
     let rg = store.create(&gone, b"g".to_vec()).await.unwrap();
     let r2 = store.update(&k, b"v2".to_vec(), r1).await.unwrap();
     store.delete(&gone, rg).await.unwrap();
-    let r3 = store.create(&key(prefix, "b"), b"b".to_vec()).await.unwrap();
+    let r3 = store
+        .create(&key(prefix, "b"), b"b".to_vec())
+        .await
+        .unwrap();
 
     store.compact(r3).await.unwrap();
     assert_eq!(store.compacted_revision().await.unwrap(), r3);
 
-    match store.range(RangeRequest::prefix(prefix).at_revision(r2)).await {
-        Err(Error::Compacted { requested, compacted }) => {
+    match store
+        .range(RangeRequest::prefix(prefix).at_revision(r2))
+        .await
+    {
+        Err(Error::Compacted {
+            requested,
+            compacted,
+        }) => {
             assert_eq!((requested, compacted), (r2, r3))
         }
         other => panic!("expected Compacted, got {other:?}"),
@@ -371,7 +424,10 @@ pub async fn compaction(store: Arc<dyn Store>, prefix: &str) {
     let keys: Vec<Vec<u8>> = at.kvs.iter().map(|kv| kv.key.clone()).collect();
     assert_eq!(keys, vec![k.clone(), key(prefix, "b")]);
     let newest = store.get(&k).await.unwrap().unwrap();
-    assert_eq!((newest.value.as_slice(), newest.mod_revision), (&b"v2"[..], r2));
+    assert_eq!(
+        (newest.value.as_slice(), newest.mod_revision),
+        (&b"v2"[..], r2)
+    );
 
     // Watching from before the compaction point fails with Compacted.
     let failed = match store.watch(prefix.as_bytes(), r1).await {
@@ -482,7 +538,10 @@ pub async fn concurrent_writers(store: Arc<dyn Store>, prefix: &str) {
 
     let events = collect_events(&mut watch, total + 1).await;
     let revs: Vec<i64> = events.iter().map(|e| e.revision()).collect();
-    assert!(revs.windows(2).all(|w| w[0] < w[1]), "watch in revision order");
+    assert!(
+        revs.windows(2).all(|w| w[0] < w[1]),
+        "watch in revision order"
+    );
     assert_eq!(&revs[1..], all_revs.as_slice(), "watch saw every write");
 }
 

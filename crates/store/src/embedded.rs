@@ -181,7 +181,10 @@ impl EmbeddedStore {
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteRequest,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(make(tx)).await.map_err(|_| Error::Closed)?;
+        self.writer
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 }
@@ -239,7 +242,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 // === the data dir lock ===
 
-fn lock_dir(dir: &Path) -> Result<File> {
+/// Locks directory `dir` for this process (a `LOCK` file inside it, holding our pid) until
+/// the returned file is dropped. Fails with [`Error::DataDirLocked`] when another process
+/// holds it.
+pub fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -542,21 +548,20 @@ impl Shared {
         let at = req.revision as u64;
         resp.revision = req.revision;
         let mut pending: Option<(Vec<u8>, u64, Vec<u8>)> = None; // key, mod_rev, record
-        let mut flush = |pending: Option<(Vec<u8>, u64, Vec<u8>)>,
-                         resp: &mut RangeResponse|
-         -> Result<()> {
-            if let Some((key, mod_rev, record)) = pending
-                && let Some(kv) = Version::decode(&record)?.to_kv(&key, mod_rev)
-            {
-                resp.count += 1;
-                if resp.kvs.len() >= limit {
-                    resp.more = true;
-                } else {
-                    resp.kvs.push(kv);
+        let flush =
+            |pending: Option<(Vec<u8>, u64, Vec<u8>)>, resp: &mut RangeResponse| -> Result<()> {
+                if let Some((key, mod_rev, record)) = pending
+                    && let Some(kv) = Version::decode(&record)?.to_kv(&key, mod_rev)
+                {
+                    resp.count += 1;
+                    if resp.kvs.len() >= limit {
+                        resp.more = true;
+                    } else {
+                        resp.kvs.push(kv);
+                    }
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         for entry in history.range(history_bounds(req)).map_err(backend)? {
             let (k, v) = entry.map_err(backend)?;
             let (key, rev) = k.value();
@@ -605,7 +610,11 @@ impl Shared {
 }
 
 /// Rebuilds the event of `key` at revision `rev` from the history table.
-fn event_at(history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>, key: &[u8], rev: u64) -> Result<Event> {
+fn event_at(
+    history: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    key: &[u8],
+    rev: u64,
+) -> Result<Event> {
     let record = history
         .get((key, rev))
         .map_err(backend)?
@@ -913,9 +922,17 @@ impl Writer {
         Ok(())
     }
 
-    fn apply_txn(&mut self, t: &mut Tables<'_>, txn: &Txn, events: &mut Vec<Event>) -> Result<TxnResponse> {
+    fn apply_txn(
+        &mut self,
+        t: &mut Tables<'_>,
+        txn: &Txn,
+        events: &mut Vec<Event>,
+    ) -> Result<TxnResponse> {
         let succeeded = txn.compares.iter().try_fold(true, |ok, c| {
-            let current = t.kv.get(c.key.as_slice()).map_err(backend)?.map_or(0, |v| v.value());
+            let current =
+                t.kv.get(c.key.as_slice())
+                    .map_err(backend)?
+                    .map_or(0, |v| v.value());
             Ok::<_, Error>(ok && current as i64 == c.mod_revision)
         })?;
         if !succeeded {
@@ -1090,7 +1107,10 @@ mod tests {
         };
         let bytes = v.encode();
         let d = Version::decode(&bytes).unwrap();
-        assert_eq!((d.create_revision, d.version, d.value), (3, 2, Some(&b"hello"[..])));
+        assert_eq!(
+            (d.create_revision, d.version, d.value),
+            (3, 2, Some(&b"hello"[..]))
+        );
         let t = Version {
             create_revision: 0,
             version: 0,

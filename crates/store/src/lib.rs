@@ -21,8 +21,8 @@
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod embedded;
-pub mod etcd;
 mod error;
+pub mod etcd;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
@@ -79,7 +79,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::AlreadyExists`] with the existing entry.
     async fn create(&self, key: &[u8], value: Vec<u8>) -> Result<i64> {
         let resp = self
-            .txn(Txn::new().when(Compare::absent(key)).then(Op::put(key, value)))
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key))
+                    .then(Op::put(key, value)),
+            )
             .await?;
         if resp.succeeded {
             Ok(resp.revision)

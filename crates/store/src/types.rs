@@ -323,14 +323,21 @@ mod tests {
         assert!(!r.contains(b"/b"));
         assert!(RangeRequest::key("k").contains(b"k"));
         assert!(!RangeRequest::key("k").contains(b"k2"));
-        assert!(RangeRequest::prefix("/a/").after(b"/a/x").contains(b"/a/x\0"));
+        assert!(
+            RangeRequest::prefix("/a/")
+                .after(b"/a/x")
+                .contains(b"/a/x\0")
+        );
         assert!(!RangeRequest::prefix("/a/").after(b"/a/x").contains(b"/a/x"));
     }
 
     #[test]
     fn validate_refuses_duplicates_and_big_values() {
         let dup = Txn::new().then(Op::delete("k")).then(Op::put("k", vec![]));
-        assert!(matches!(dup.validate(), Err(crate::Error::InvalidRequest(_))));
+        assert!(matches!(
+            dup.validate(),
+            Err(crate::Error::InvalidRequest(_))
+        ));
         let big = Txn::new().then(Op::put("k", vec![0; MAX_VALUE_SIZE + 1]));
         assert!(matches!(
             big.validate(),

@@ -51,7 +51,12 @@ async fn durability_child() {
 fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["durability_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "durability_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -72,7 +77,11 @@ fn acknowledged_writes_survive_kill_9() {
     // SIGKILL while the writers are still going.
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(acked.len() >= 3000, "child acknowledged {} writes", acked.len());
+    assert!(
+        acked.len() >= 3000,
+        "child acknowledged {} writes",
+        acked.len()
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -88,9 +97,16 @@ fn acknowledged_writes_survive_kill_9() {
         let max = acked.iter().map(|(_, r)| *r).max().unwrap();
         assert!(store.current_revision().await.unwrap() >= max);
         // The store is whole: every key present has consistent metadata, and it takes writes.
-        let all = store.range(RangeRequest::prefix("/durable/")).await.unwrap();
+        let all = store
+            .range(RangeRequest::prefix("/durable/"))
+            .await
+            .unwrap();
         assert!(all.count >= acked.len());
-        assert!(all.kvs.iter().all(|kv| kv.version == 1 && kv.create_revision == kv.mod_revision));
+        assert!(
+            all.kvs
+                .iter()
+                .all(|kv| kv.version == 1 && kv.create_revision == kv.mod_revision)
+        );
         store.create(b"/after", b"x".to_vec()).await.unwrap();
     });
 }
@@ -119,9 +135,7 @@ async fn open_retrying(dir: &std::path::Path) -> EmbeddedStore {
     for _ in 0..50 {
         match EmbeddedStore::open(dir) {
             Ok(store) => return store,
-            Err(Error::DataDirLocked { .. }) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
+            Err(Error::DataDirLocked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(err) => panic!("reopen: {err}"),
         }
     }
@@ -141,7 +155,10 @@ fn second_open_is_refused_with_the_holder_pid() {
     );
     let text = err.to_string();
     assert!(text.contains("in use by another rkube process"), "{text}");
-    assert!(text.contains("--data-dir"), "the message names the fix: {text}");
+    assert!(
+        text.contains("--data-dir"),
+        "the message names the fix: {text}"
+    );
 }
 
 #[test]

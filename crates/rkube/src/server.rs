@@ -1,0 +1,184 @@
+//! `rkube server`: opens the state store and serves the control plane.
+//!
+//! Today it opens the store (embedded by default, etcd with `--datastore-endpoint`), locks the
+//! data dir, and serves the health endpoints `/readyz`, `/livez` and `/healthz`. The Kubernetes
+//! API itself is served on the same port by the API server as it lands.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::Args;
+use rkube_store::Store;
+use rkube_store::embedded::EmbeddedStore;
+use rkube_store::etcd::EtcdStore;
+
+/// Flags of `rkube server`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ServerArgs {
+    /// Directory for all server state: the embedded store, certificates, kubeconfigs.
+    /// Only one rkube process may use a data dir at a time.
+    #[arg(long, default_value = "/var/lib/rkube", value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
+
+    /// Address to listen on (0.0.0.0 for all IPv4 interfaces).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub(crate) bind_address: IpAddr,
+
+    /// Port of the API server (0 picks a free port; the log says which).
+    #[arg(long, default_value_t = 6443, value_name = "PORT")]
+    pub(crate) https_listen_port: u16,
+
+    /// Where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) write_kubeconfig: Option<PathBuf>,
+
+    /// Keep cluster state in an etcd cluster instead of the embedded store:
+    /// `http://HOST:PORT[,HOST:PORT...]`. Needed to run several servers.
+    #[arg(long, value_name = "URL")]
+    pub(crate) datastore_endpoint: Option<String>,
+
+    /// Do not run the node agent (kubelet, proxy) inside the server.
+    #[arg(long)]
+    pub(crate) disable_agent: bool,
+}
+
+/// Splits `http://a:1,b:2` into endpoints, each with a scheme.
+pub(crate) fn parse_endpoints(value: &str) -> anyhow::Result<Vec<String>> {
+    let endpoints: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.starts_with("http://") || s.starts_with("https://") {
+                s.to_string()
+            } else {
+                format!("http://{s}")
+            }
+        })
+        .collect();
+    anyhow::ensure!(
+        !endpoints.is_empty(),
+        "--datastore-endpoint is empty: give http://HOST:PORT[,HOST:PORT...]"
+    );
+    for e in &endpoints {
+        let rest = e.split_once("://").map_or(e.as_str(), |(_, r)| r);
+        let (host, port) = rest.rsplit_once(':').with_context(|| {
+            format!("--datastore-endpoint {e:?} has no port: give http://HOST:PORT")
+        })?;
+        anyhow::ensure!(
+            !host.is_empty() && port.trim_end_matches('/').parse::<u16>().is_ok(),
+            "--datastore-endpoint {e:?} is not http://HOST:PORT"
+        );
+    }
+    Ok(endpoints)
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.data_dir.exists() || args.data_dir.is_dir(),
+        "data dir {} exists and is not a directory (choose another with --data-dir)",
+        args.data_dir.display()
+    );
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create data dir {} (choose another with --data-dir)",
+            args.data_dir.display()
+        )
+    })?;
+    // Held until exit: one server per data dir.
+    let _lock = rkube_store::embedded::lock_dir(&args.data_dir)?;
+
+    let store: Arc<dyn Store> = match &args.datastore_endpoint {
+        None => {
+            let dir = args.data_dir.join("db");
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir))
+                .await
+                .context("store open task failed")??;
+            Arc::new(store)
+        }
+        Some(value) => {
+            let endpoints = parse_endpoints(value)?;
+            let store = EtcdStore::connect(&endpoints).await.with_context(|| {
+                format!(
+                    "cannot use etcd at {}: check --datastore-endpoint and that etcd is running",
+                    endpoints.join(",")
+                )
+            })?;
+            tracing::info!(endpoints = %endpoints.join(","), "using etcd store");
+            Arc::new(store)
+        }
+    };
+    let revision = store.current_revision().await?;
+
+    let addr = SocketAddr::new(args.bind_address, args.https_listen_port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (choose another --https-listen-port or --bind-address)")
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, revision, data_dir = %args.data_dir.display(), "rkube server ready");
+
+    let app = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
+        .route("/healthz", get(readyz))
+        .with_state(store);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("rkube server stopped");
+    Ok(())
+}
+
+/// Ready when the store answers.
+async fn readyz(State(store): State<Arc<dyn Store>>) -> (StatusCode, String) {
+    match store.current_revision().await {
+        Ok(_) => (StatusCode::OK, "ok".into()),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]store failed: {err}\nreadyz check failed"),
+        ),
+    }
+}
+
+async fn livez() -> &'static str {
+    "ok"
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT, shutting down"),
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoints;
+
+    #[test]
+    fn endpoints_get_a_scheme_and_need_a_port() {
+        assert_eq!(
+            parse_endpoints("http://127.0.0.1:2379, 127.0.0.1:2380").unwrap(),
+            vec!["http://127.0.0.1:2379", "http://127.0.0.1:2380"]
+        );
+        assert!(parse_endpoints("").is_err());
+        assert!(parse_endpoints("http://localhost").is_err());
+        assert!(parse_endpoints("http://:12").is_err());
+    }
+}

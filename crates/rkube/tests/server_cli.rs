@@ -1,0 +1,305 @@
+//! Black-box tests of the `rkube` binary: help text, start-up on both store backends, and the
+//! one-line errors for bad data dirs and unreachable etcd.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rkube_store::testing::EtcdProcess;
+
+const RKUBE: &str = env!("CARGO_BIN_EXE_rkube");
+
+/// A running `rkube server`, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    /// Starts `rkube server` on a free port and waits for its "ready" log line.
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(RKUBE)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--https-listen-port", "0", "--disable-agent"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rkube");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("local=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not report ready");
+        Server { child, addr }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.addr, path)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// Runs `rkube server` expecting it to fail; returns its output.
+fn run_failing(args: &[&str], timeout: Duration) -> Output {
+    let start = Instant::now();
+    let mut child = Command::new(RKUBE)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("rkube {args:?} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "rkube {args:?} should fail");
+    out
+}
+
+/// The error line rkube printed (logging is off, so stderr is just the error).
+fn error_line(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    assert!(text.starts_with("error: "), "{text}");
+    text
+}
+
+#[test]
+fn help_explains_every_server_flag() {
+    let out = Command::new(RKUBE)
+        .args(["server", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--data-dir",
+        "--bind-address",
+        "--https-listen-port",
+        "--write-kubeconfig",
+        "--datastore-endpoint",
+        "--disable-agent",
+        "[default: /var/lib/rkube]",
+        "[default: 6443]",
+    ] {
+        assert!(help.contains(flag), "server --help lacks {flag}:\n{help}");
+    }
+    let top = Command::new(RKUBE).arg("--help").output().unwrap();
+    let top = String::from_utf8(top.stdout).unwrap();
+    assert!(top.contains("server"), "{top}");
+}
+
+#[test]
+fn embedded_server_is_ready_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    assert_eq!(server.get("/readyz"), (200, "ok".to_string()));
+    assert_eq!(server.get("/livez").0, 200);
+    assert!(dir.path().join("db").join("state.redb").exists());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &[]);
+    let data_dir = dir.path().to_str().unwrap();
+    let out = run_failing(
+        &["server", "--data-dir", data_dir, "--https-listen-port", "0"],
+        Duration::from_secs(10),
+    );
+    let line = error_line(&out);
+    assert!(line.contains("in use by another rkube process"), "{line}");
+    assert!(line.contains(&format!("pid {}", first.pid())), "{line}");
+    assert!(line.contains("--data-dir"), "names the fix: {line}");
+    // The first server is unaffected.
+    assert_eq!(first.get("/readyz").0, 200);
+}
+
+#[test]
+fn corrupt_store_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let file = db.join("state.redb");
+    let garbage = b"this is not a store ".repeat(1000);
+    std::fs::write(&file, &garbage).unwrap();
+    let out = run_failing(
+        &[
+            "server",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--https-listen-port",
+            "0",
+        ],
+        Duration::from_secs(10),
+    );
+    let line = error_line(&out);
+    assert!(line.contains("corrupt"), "{line}");
+    assert!(
+        line.contains(&file.display().to_string()),
+        "names the file: {line}"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == garbage,
+        "file left untouched"
+    );
+}
+
+#[test]
+fn data_dir_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = run_failing(
+        &[
+            "server",
+            "--data-dir",
+            file.to_str().unwrap(),
+            "--https-listen-port",
+            "0",
+        ],
+        Duration::from_secs(10),
+    );
+    let line = error_line(&out);
+    assert!(line.contains("data dir"), "{line}");
+    assert!(line.contains("--data-dir"), "{line}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn unreachable_etcd_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = run_failing(
+        &[
+            "server",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--https-listen-port",
+            "0",
+            "--datastore-endpoint",
+            &endpoint,
+        ],
+        Duration::from_secs(20),
+    );
+    let line = error_line(&out);
+    assert!(line.contains(&endpoint), "{line}");
+    assert!(
+        line.contains("--datastore-endpoint"),
+        "names the fix: {line}"
+    );
+    assert!(line.contains("unavailable"), "{line}");
+}
+
+#[test]
+fn bad_datastore_endpoint_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_failing(
+        &[
+            "server",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--datastore-endpoint",
+            "http://no-port-here",
+        ],
+        Duration::from_secs(10),
+    );
+    let line = error_line(&out);
+    assert!(line.contains("no port"), "{line}");
+}
+
+#[test]
+fn etcd_backed_server_is_ready() {
+    let etcd = EtcdProcess::start().expect("start etcd");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--datastore-endpoint", &etcd.endpoint]);
+    assert_eq!(server.get("/readyz"), (200, "ok".to_string()));
+    assert!(
+        !dir.path().join("db").exists(),
+        "no embedded store when etcd is used"
+    );
+    // When etcd goes away, the server stops reporting ready.
+    drop(etcd);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server.get("/readyz");
+        if status == 503 {
+            assert!(body.contains("store"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready without etcd");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
