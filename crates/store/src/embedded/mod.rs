@@ -39,6 +39,9 @@ use parking_lot::RwLock;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod wal;
+
+use self::wal::Wal;
 use crate::{
     Error, Event, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Result, Store, Txn,
     TxnResponse, WatchStream,
@@ -69,6 +72,10 @@ const RING_REVISIONS: usize = 16 * 1024;
 const RING_BYTES: usize = 64 << 20;
 /// Revisions a lagging watcher reads from disk in one go.
 const CATCH_UP_CHUNK: i64 = 512;
+/// Log size that triggers a checkpoint (a durable redb commit that empties the log).
+const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Longest time between checkpoints while writes come in.
+const WAL_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Buffered batches per watcher before it waits for its reader.
 const WATCH_CHANNEL: usize = 256;
 
@@ -147,6 +154,9 @@ impl EmbeddedStore {
             }
         }
         let (revision, compacted) = init_or_check(&db, &path)?;
+        let (mut wal, logged) = Wal::open(dir)?;
+        let revision = replay_wal(&db, &path, revision, logged)?;
+        wal.reset()?;
         tracing::info!(path = %path.display(), revision, compacted, "opened embedded store");
 
         let (rev_tx, rev_rx) = watch::channel(revision);
@@ -162,7 +172,17 @@ impl EmbeddedStore {
         let writer_shared = shared.clone();
         std::thread::Builder::new()
             .name("rkube-store-writer".into())
-            .spawn(move || Writer::new(writer_shared, rev_tx, revision).run(rx))
+            .spawn(move || {
+                Writer {
+                    shared: writer_shared,
+                    revision_tx: rev_tx,
+                    revision,
+                    wal,
+                    last_checkpoint: std::time::Instant::now(),
+                    poisoned: None,
+                }
+                .run(rx)
+            })
             .map_err(|source| Error::Io {
                 action: "start store writer thread",
                 path: dir.to_path_buf(),
@@ -769,13 +789,20 @@ struct Writer {
     shared: Arc<Shared>,
     revision_tx: watch::Sender<i64>,
     revision: i64,
+    wal: Wal,
+    last_checkpoint: std::time::Instant,
+    /// Set when a commit failed after its batch reached the log: the in-memory revision can no
+    /// longer be trusted, so every later write fails until a restart replays the log.
+    poisoned: Option<String>,
 }
 
-/// What one transaction of a batch produced, answered after the commit.
+/// What one request of a batch produced, answered after the commit.
 enum Applied {
     Txn {
         reply: oneshot::Sender<Result<TxnResponse>>,
-        result: Result<TxnResponse>,
+        result: TxnResponse,
+        /// The transaction, kept for the log record; `None` when it wrote nothing.
+        logged: Option<Txn>,
         events: Vec<Event>,
     },
     Compact {
@@ -784,15 +811,27 @@ enum Applied {
     },
 }
 
-impl Writer {
-    fn new(shared: Arc<Shared>, revision_tx: watch::Sender<i64>, revision: i64) -> Self {
-        Self {
-            shared,
-            revision_tx,
-            revision,
+impl Applied {
+    fn fail(self, err: &Error) {
+        let err = || Error::Backend(err.to_string());
+        match self {
+            Applied::Txn { reply, .. } => drop(reply.send(Err(err()))),
+            Applied::Compact { reply, .. } => drop(reply.send(Err(err()))),
         }
     }
+}
 
+impl WriteRequest {
+    fn fail(self, err: &Error) {
+        let err = || Error::Backend(err.to_string());
+        match self {
+            WriteRequest::Txn(_, reply) => drop(reply.send(Err(err()))),
+            WriteRequest::Compact(_, reply) => drop(reply.send(Err(err()))),
+        }
+    }
+}
+
+impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<WriteRequest>) {
         let mut batch = Vec::with_capacity(MAX_BATCH_TXNS);
         while let Some(first) = rx.blocking_recv() {
@@ -811,32 +850,43 @@ impl Writer {
             }
             self.commit_batch(&mut batch);
         }
+        // Clean shutdown: make everything durable in redb and empty the log.
+        if self.poisoned.is_none()
+            && self.wal.len() > 0
+            && let Err(err) = self.checkpoint()
+        {
+            tracing::warn!(?err, "final checkpoint failed; the log will be replayed at the next start");
+        }
         tracing::debug!(path = %self.shared.path.display(), "store writer stopped");
     }
 
+    /// A durable redb commit of everything so far, then an empty log.
+    fn checkpoint(&mut self) -> Result<()> {
+        let write = self.shared.db.begin_write().map_err(backend)?;
+        write.commit().map_err(backend)?;
+        self.wal.reset()?;
+        self.last_checkpoint = std::time::Instant::now();
+        Ok(())
+    }
+
     fn commit_batch(&mut self, batch: &mut Vec<WriteRequest>) {
+        if let Some(reason) = &self.poisoned {
+            let err = Error::Backend(format!(
+                "store stopped taking writes after an earlier failure ({reason}); restart rkube to recover"
+            ));
+            batch.drain(..).for_each(|req| req.fail(&err));
+            return;
+        }
         let start_revision = self.revision;
         let mut requests = std::mem::take(batch).into_iter();
         let mut applied = Vec::new();
         let mut compacted = None;
-        let outcome = self.apply_batch(&mut requests, &mut applied, &mut compacted);
-        if let Err(err) = outcome {
-            // Nothing of this batch reached the disk: fail every request in it.
+        if let Err(err) = self.apply_batch(&mut requests, &mut applied, &mut compacted) {
+            // Nothing of this batch was acknowledged: fail every request in it.
             tracing::error!(?err, "store commit failed; the batch was not written");
             self.revision = start_revision;
-            let fail = || Error::Backend(format!("commit failed: {err}"));
-            for a in applied {
-                match a {
-                    Applied::Txn { reply, .. } => drop(reply.send(Err(fail()))),
-                    Applied::Compact { reply, .. } => drop(reply.send(Err(fail()))),
-                }
-            }
-            for req in requests {
-                match req {
-                    WriteRequest::Txn(_, reply) => drop(reply.send(Err(fail()))),
-                    WriteRequest::Compact(_, reply) => drop(reply.send(Err(fail()))),
-                }
-            }
+            applied.into_iter().for_each(|a| a.fail(&err));
+            requests.for_each(|req| req.fail(&err));
             return;
         }
 
@@ -863,36 +913,34 @@ impl Writer {
         self.revision_tx.send_replace(self.revision);
         for a in applied {
             match a {
-                Applied::Txn { reply, result, .. } => drop(reply.send(result)),
+                Applied::Txn { reply, result, .. } => drop(reply.send(Ok(result))),
                 Applied::Compact { reply, result } => drop(reply.send(result)),
             }
         }
     }
 
-    /// Applies `requests` in one redb write transaction and commits it. On error nothing is
-    /// committed; requests not yet applied stay in the iterator.
+    /// Applies `requests` in one redb write transaction and makes it durable: through the log
+    /// (one record, one fdatasync) and a redb commit without fsync, or, when a checkpoint is
+    /// due, through a durable redb commit. On error nothing is acknowledged; requests not yet
+    /// applied stay in the iterator.
     fn apply_batch(
         &mut self,
         requests: &mut std::vec::IntoIter<WriteRequest>,
         applied: &mut Vec<Applied>,
         compacted: &mut Option<i64>,
     ) -> Result<()> {
-        let write = self.shared.db.begin_write().map_err(backend)?;
+        let mut write = self.shared.db.begin_write().map_err(backend)?;
         {
-            let mut tables = Tables {
-                meta: write.open_table(META).map_err(backend)?,
-                kv: write.open_table(KV).map_err(backend)?,
-                history: write.open_table(HISTORY).map_err(backend)?,
-                log: write.open_table(LOG).map_err(backend)?,
-            };
+            let mut tables = Tables::open(&write)?;
             for req in requests.by_ref() {
                 match req {
                     WriteRequest::Txn(txn, reply) => {
                         let mut events = Vec::new();
                         match self.apply_txn(&mut tables, &txn, &mut events) {
-                            Ok(resp) => applied.push(Applied::Txn {
+                            Ok(result) => applied.push(Applied::Txn {
                                 reply,
-                                result: Ok(resp),
+                                logged: (!events.is_empty()).then_some(txn),
+                                result,
                                 events,
                             }),
                             Err(err) => {
@@ -918,7 +966,47 @@ impl Writer {
                 .insert(META_REVISION, self.revision as u64)
                 .map_err(backend)?;
         }
-        write.commit().map_err(backend)?;
+
+        // A compaction is not logged: its batch is always a checkpoint.
+        let checkpoint = compacted.is_some()
+            || self.wal.len() >= WAL_CHECKPOINT_BYTES
+            || self.last_checkpoint.elapsed() >= WAL_CHECKPOINT_INTERVAL;
+        if checkpoint {
+            write.commit().map_err(backend)?;
+            self.last_checkpoint = std::time::Instant::now();
+            if let Err(err) = self.wal.reset() {
+                // Harmless for correctness (replay skips what redb already has), but say so.
+                tracing::warn!(?err, "could not empty the write-ahead log after a checkpoint");
+            }
+            return Ok(());
+        }
+
+        let logged: Vec<(i64, &[Op])> = applied
+            .iter()
+            .filter_map(|a| match a {
+                Applied::Txn {
+                    logged: Some(txn),
+                    events,
+                    ..
+                } => Some((events[0].revision(), txn.ops.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if logged.is_empty() {
+            return Ok(()); // only failed compares: nothing to make durable
+        }
+        // Log first: if this fails, the redb transaction is dropped (aborted) unseen.
+        self.wal.append(logged.into_iter())?;
+        write
+            .set_durability(redb::Durability::None)
+            .map_err(backend)?;
+        if let Err(err) = write.commit() {
+            // The batch is in the log but not in redb, and its revisions are spent.
+            let reason = format!("commit after logging failed: {err}");
+            tracing::error!(%reason, "store stops taking writes; a restart replays the log");
+            self.poisoned = Some(reason);
+            return Err(backend(err));
+        }
         Ok(())
     }
 
@@ -946,53 +1034,8 @@ impl Writer {
                 current,
             });
         }
-        let rev = (self.revision + 1) as u64;
-        let mut written: Vec<&[u8]> = Vec::with_capacity(txn.ops.len());
-        for op in &txn.ops {
-            let prev = t.current(op.key())?;
-            match op {
-                Op::Put { key, value } => {
-                    let record = Version {
-                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision as u64),
-                        version: prev.as_ref().map_or(1, |p| p.version as u64 + 1),
-                        value: Some(value),
-                    };
-                    t.history
-                        .insert((key.as_slice(), rev), record.encode().as_slice())
-                        .map_err(backend)?;
-                    t.kv.insert(key.as_slice(), rev).map_err(backend)?;
-                    events.push(Event {
-                        kind: EventKind::Put,
-                        kv: record.to_kv(key, rev).expect("a put has a value"),
-                        prev,
-                    });
-                    written.push(key);
-                }
-                Op::Delete { key } => {
-                    let Some(prev) = prev else { continue };
-                    let record = Version {
-                        create_revision: 0,
-                        version: 0,
-                        value: None,
-                    };
-                    t.history
-                        .insert((key.as_slice(), rev), record.encode().as_slice())
-                        .map_err(backend)?;
-                    t.kv.remove(key.as_slice()).map_err(backend)?;
-                    events.push(Event {
-                        kind: EventKind::Delete,
-                        kv: tombstone(key, rev as i64),
-                        prev: Some(prev),
-                    });
-                    written.push(key);
-                }
-            }
-        }
-        if !written.is_empty() {
-            t.log
-                .insert(rev, encode_keys(written.into_iter()).as_slice())
-                .map_err(backend)?;
-            self.revision = rev as i64;
+        if apply_ops(t, self.revision + 1, &txn.ops, events)? {
+            self.revision += 1;
         }
         Ok(TxnResponse {
             succeeded: true,
@@ -1062,6 +1105,97 @@ impl Writer {
     }
 }
 
+/// Applies `ops` at revision `rev` (the store's current revision + 1), recording their events.
+/// Returns whether anything was written (a delete of a missing key writes nothing). Used both
+/// by live transactions and by log replay, so both produce the same state.
+fn apply_ops(t: &mut Tables<'_>, rev: i64, ops: &[Op], events: &mut Vec<Event>) -> Result<bool> {
+    let rev = rev as u64;
+    let mut written: Vec<&[u8]> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let prev = t.current(op.key())?;
+        match op {
+            Op::Put { key, value } => {
+                let record = Version {
+                    create_revision: prev.as_ref().map_or(rev, |p| p.create_revision as u64),
+                    version: prev.as_ref().map_or(1, |p| p.version as u64 + 1),
+                    value: Some(value),
+                };
+                t.history
+                    .insert((key.as_slice(), rev), record.encode().as_slice())
+                    .map_err(backend)?;
+                t.kv.insert(key.as_slice(), rev).map_err(backend)?;
+                events.push(Event {
+                    kind: EventKind::Put,
+                    kv: record.to_kv(key, rev).expect("a put has a value"),
+                    prev,
+                });
+                written.push(key);
+            }
+            Op::Delete { key } => {
+                let Some(prev) = prev else { continue };
+                let record = Version {
+                    create_revision: 0,
+                    version: 0,
+                    value: None,
+                };
+                t.history
+                    .insert((key.as_slice(), rev), record.encode().as_slice())
+                    .map_err(backend)?;
+                t.kv.remove(key.as_slice()).map_err(backend)?;
+                events.push(Event {
+                    kind: EventKind::Delete,
+                    kv: tombstone(key, rev as i64),
+                    prev: Some(prev),
+                });
+                written.push(key);
+            }
+        }
+    }
+    if written.is_empty() {
+        return Ok(false);
+    }
+    t.log
+        .insert(rev, encode_keys(written.into_iter()).as_slice())
+        .map_err(backend)?;
+    Ok(true)
+}
+
+/// Replays the log records redb does not have yet (those after its last checkpoint) and makes
+/// them durable. Returns the revision afterwards.
+fn replay_wal(db: &Database, path: &Path, mut revision: i64, txns: Vec<wal::LoggedTxn>) -> Result<i64> {
+    let pending: Vec<_> = txns.into_iter().filter(|t| t.revision > revision).collect();
+    if pending.is_empty() {
+        return Ok(revision);
+    }
+    let write = db.begin_write().map_err(backend)?;
+    {
+        let mut tables = Tables::open(&write)?;
+        let mut events = Vec::new();
+        for txn in &pending {
+            if txn.revision != revision + 1 {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "write-ahead log jumps from revision {revision} to {}",
+                        txn.revision
+                    ),
+                ));
+            }
+            events.clear();
+            if apply_ops(&mut tables, txn.revision, &txn.ops, &mut events)? {
+                revision = txn.revision;
+            }
+        }
+        tables
+            .meta
+            .insert(META_REVISION, revision as u64)
+            .map_err(backend)?;
+    }
+    write.commit().map_err(backend)?;
+    tracing::info!(replayed = pending.len(), revision, "replayed the write-ahead log");
+    Ok(revision)
+}
+
 fn txn_bytes(txn: &Txn) -> usize {
     txn.ops
         .iter()
@@ -1079,7 +1213,16 @@ struct Tables<'t> {
     log: redb::Table<'t, u64, &'static [u8]>,
 }
 
-impl Tables<'_> {
+impl<'t> Tables<'t> {
+    fn open(write: &'t redb::WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            meta: write.open_table(META).map_err(backend)?,
+            kv: write.open_table(KV).map_err(backend)?,
+            history: write.open_table(HISTORY).map_err(backend)?,
+            log: write.open_table(LOG).map_err(backend)?,
+        })
+    }
+
     /// The newest entry of `key`, if it exists.
     fn current(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         let Some(rev) = self.kv.get(key).map_err(backend)?.map(|v| v.value()) else {
