@@ -146,7 +146,7 @@ fn embedded_server_is_ready_and_stops_on_sigterm() {
     let mut server = Server::start(dir.path(), &[]);
     assert_eq!(server.get("/readyz"), (200, "ok".to_string()));
     assert_eq!(server.get("/livez").0, 200);
-    assert!(dir.path().join("db").join("state.redb").exists());
+    assert!(dir.path().join("db").join("wal.log").exists());
 
     let status = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
@@ -186,7 +186,7 @@ fn corrupt_store_is_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     std::fs::create_dir_all(&db).unwrap();
-    let file = db.join("state.redb");
+    let file = db.join("snapshot");
     let garbage = b"this is not a store ".repeat(1000);
     std::fs::write(&file, &garbage).unwrap();
     let out = run_failing(

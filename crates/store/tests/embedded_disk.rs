@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rkube_store::embedded::{EmbeddedStore, STORE_FILE};
+use rkube_store::embedded::{EmbeddedStore, Options, SNAPSHOT_FILE, WAL_FILE};
 use rkube_store::{Error, RangeRequest, Store};
 
 const CHILD_DIR_ENV: &str = "RKUBE_STORE_DURABILITY_CHILD_DIR";
@@ -19,7 +19,12 @@ async fn durability_child() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
         return;
     };
-    let store = Arc::new(EmbeddedStore::open(&dir).unwrap());
+    // Small snapshot threshold: the kill lands among snapshots and log appends, so recovery
+    // reads a snapshot and replays the log after it.
+    let options = Options {
+        min_snapshot_log_bytes: 256 << 10,
+    };
+    let store = Arc::new(EmbeddedStore::open_with(&dir, options).unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for writer in 0..16 {
         let store = store.clone();
@@ -162,38 +167,81 @@ fn second_open_is_refused_with_the_holder_pid() {
 }
 
 #[test]
-fn garbage_file_is_reported_and_left_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STORE_FILE);
+fn garbage_files_are_reported_and_left_untouched() {
     let garbage: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 256) as u8).collect();
-    std::fs::write(&path, &garbage).unwrap();
-    let err = EmbeddedStore::open(dir.path()).err().expect("must fail");
-    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    assert!(err.to_string().contains(&path.display().to_string()));
-    assert!(std::fs::read(&path).unwrap() == garbage, "file untouched");
-}
-
-#[test]
-fn foreign_redb_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(STORE_FILE);
-    {
-        let db = redb_file_with_other_table(&path);
-        drop(db);
+    for name in [SNAPSHOT_FILE, WAL_FILE] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, &garbage).unwrap();
+        let err = EmbeddedStore::open(dir.path()).err().expect("must fail");
+        assert!(matches!(err, Error::Corrupt { .. }), "{name}: {err:?}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+        assert!(err.to_string().contains("left untouched"));
+        assert!(std::fs::read(&path).unwrap() == garbage, "{name} untouched");
     }
-    let before = std::fs::read(&path).unwrap();
-    let err = EmbeddedStore::open(dir.path()).err().expect("must fail");
-    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    assert!(std::fs::read(&path).unwrap() == before, "file untouched");
 }
 
-fn redb_file_with_other_table(path: &std::path::Path) -> redb::Database {
-    const OTHER: redb::TableDefinition<'_, u64, u64> = redb::TableDefinition::new("other");
-    let db = redb::Database::create(path).unwrap();
-    let w = db.begin_write().unwrap();
-    w.open_table(OTHER).unwrap().insert(1, 2).unwrap();
-    w.commit().unwrap();
-    db
+#[tokio::test]
+async fn damaged_snapshot_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.create(b"/k", b"value".to_vec()).await.unwrap();
+    }
+    // Waits for the first store to let go (its writer writes the shutdown snapshot).
+    drop(open_retrying(dir.path()).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let path = dir.path().join(SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&path).expect("clean shutdown writes a snapshot");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open_retrying_err(dir.path()).await;
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(std::fs::read(&path).unwrap() == bytes, "snapshot untouched");
+}
+
+async fn open_retrying_err(dir: &std::path::Path) -> Error {
+    for _ in 0..50 {
+        match EmbeddedStore::open(dir) {
+            Ok(_) => panic!("open must fail"),
+            Err(Error::DataDirLocked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(err) => return err,
+        }
+    }
+    panic!("store still locked");
+}
+
+#[tokio::test]
+async fn log_is_snapshotted_once_it_outgrows_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        min_snapshot_log_bytes: 64 << 10,
+    };
+    let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
+    for i in 0..200 {
+        store
+            .create(format!("/s/{i:04}").as_bytes(), vec![b'v'; 1024])
+            .await
+            .unwrap();
+    }
+    let snapshot = dir.path().join(SNAPSHOT_FILE);
+    let wal = dir.path().join(WAL_FILE);
+    assert!(snapshot.exists(), "a snapshot was written");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() < 100 * 1024,
+        "the log was emptied at the snapshot"
+    );
+    // Recover from the files as they are now, as after a crash (no shutdown snapshot): copy
+    // them away while the store is still open.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&snapshot, copy.path().join(SNAPSHOT_FILE)).unwrap();
+    std::fs::copy(&wal, copy.path().join(WAL_FILE)).unwrap();
+    let rev = store.current_revision().await.unwrap();
+    let reopened = EmbeddedStore::open(copy.path()).unwrap();
+    assert_eq!(reopened.current_revision().await.unwrap(), rev);
+    let all = reopened.range(RangeRequest::prefix("/s/")).await.unwrap();
+    assert_eq!(all.count, 200);
 }
 
 #[test]

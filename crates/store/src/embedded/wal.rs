@@ -1,16 +1,18 @@
 //! The write-ahead log of the embedded store.
 //!
-//! Each batch of transactions the writer commits is appended here as one record and made
-//! durable with one `fdatasync` before the batch is acknowledged; the redb tables are then
-//! committed without an fsync of their own. Every so often the writer makes a durable redb
-//! commit (a *checkpoint*) and empties the log. After a crash, redb comes back at its last
-//! checkpoint and the records after it are replayed.
+//! Each batch of changes the writer commits is appended here as one record and made durable
+//! with one `fdatasync` before any of it is visible or acknowledged. Every so often the writer
+//! writes a snapshot of the whole state and empties the log; after a crash the state is the
+//! last snapshot plus the records after it.
 //!
-//! A record is `[u32 payload length][u32 CRC-32 of payload][payload]`, little-endian; the
-//! payload is `[u32 txn count]` then, per transaction, `[u64 revision][u32 op count]` and its
-//! ops: `[u8 1][u32 key len][key][u32 value len][value]` for a put, `[u8 2][u32 key len][key]`
-//! for a delete. A record cut short by a crash, or one whose checksum does not match, ends the
-//! log: it was never acknowledged, and it is truncated away.
+//! The file starts with the 8-byte magic `RKWAL001`. A record is
+//! `[u32 payload length][u32 CRC-32 of payload][payload]`, little-endian; the payload is
+//! `[u32 entry count]` then entries: a transaction is `[u8 0][u64 revision][u32 op count]` and
+//! its ops (`[u8 1][u32 key len][key][u32 value len][value]` for a put,
+//! `[u8 2][u32 key len][key]` for a delete); a compaction is `[u8 1][u64 revision]`. A record
+//! cut short by a crash, or one whose checksum does not match, ends the log: it was never
+//! acknowledged, and it is truncated away. A file without the magic is not ours and is left
+//! untouched.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -19,19 +21,43 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Op, Result};
 
 /// The log file's name in the store directory.
-pub(super) const WAL_FILE: &str = "wal.log";
+pub const WAL_FILE: &str = "wal.log";
 
-/// One logged transaction: the revision it was committed at and its writes.
+/// The first bytes of every log file.
+const MAGIC: &[u8; 8] = b"RKWAL001";
+
+/// One logged change.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct LoggedTxn {
-    pub(super) revision: i64,
-    pub(super) ops: Vec<Op>,
+pub(super) enum Entry {
+    /// A transaction that wrote, with the revision it was committed at.
+    Txn {
+        /// Its revision.
+        revision: i64,
+        /// Its writes.
+        ops: Vec<Op>,
+    },
+    /// A compaction at a revision.
+    Compact {
+        /// The new compaction point.
+        revision: i64,
+    },
+}
+
+/// An entry to append, borrowing the ops.
+#[derive(Clone, Copy)]
+pub(super) enum EntryRef<'a> {
+    /// See [`Entry::Txn`].
+    Txn(i64, &'a [Op]),
+    /// See [`Entry::Compact`].
+    Compact(i64),
 }
 
 pub(super) struct Wal {
     file: File,
     path: PathBuf,
     len: u64,
+    /// False once a failed append could not be rolled back: the file may end in garbage.
+    consistent: bool,
 }
 
 fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> Error + 'p {
@@ -43,9 +69,9 @@ fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Er
 }
 
 impl Wal {
-    /// Opens (or creates) the log in `dir` and returns the transactions it holds. A torn or
-    /// damaged tail is cut off.
-    pub(super) fn open(dir: &Path) -> Result<(Self, Vec<LoggedTxn>)> {
+    /// Opens (or creates) the log in `dir` and returns the entries it holds. A torn or
+    /// damaged tail is cut off; a file that is not a log is refused untouched.
+    pub(super) fn open(dir: &Path) -> Result<(Self, Vec<Entry>)> {
         let path = dir.join(WAL_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -56,7 +82,24 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(io_error("read write-ahead log", &path))?;
-        let (txns, good) = decode_records(&bytes);
+        if bytes.len() < MAGIC.len() {
+            // New, or a crash while the magic was written.
+            if !MAGIC.starts_with(&bytes) {
+                return Err(not_a_log(&path));
+            }
+            file.set_len(0)
+                .and_then(|()| file.write_all(MAGIC))
+                .and_then(|()| file.sync_data())
+                .map_err(io_error("initialise write-ahead log", &path))?;
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+            bytes = MAGIC.to_vec();
+        } else if !bytes.starts_with(MAGIC) {
+            return Err(not_a_log(&path));
+        }
+        let (txns, good) = decode_records(&bytes[MAGIC.len()..]);
+        let good = good + MAGIC.len();
         if good < bytes.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -72,6 +115,7 @@ impl Wal {
                 file,
                 path,
                 len: good as u64,
+                consistent: true,
             },
             txns,
         ))
@@ -82,13 +126,10 @@ impl Wal {
         self.len
     }
 
-    /// Appends one record holding `txns` and waits until it is on disk. On failure the log is
-    /// cut back to where it was, so a later append does not follow garbage.
-    pub(super) fn append<'a>(
-        &mut self,
-        txns: impl ExactSizeIterator<Item = (i64, &'a [Op])>,
-    ) -> Result<()> {
-        let record = encode_record(txns);
+    /// Appends one record holding `entries` and waits until it is on disk. On failure the log
+    /// is cut back to where it was, so a later append does not follow garbage.
+    pub(super) fn append(&mut self, entries: &[EntryRef<'_>]) -> Result<()> {
+        let record = encode_record(entries);
         let result = self
             .file
             .write_all(&record)
@@ -99,23 +140,41 @@ impl Wal {
                 Ok(())
             }
             Err(err) => {
-                // Best effort: if even this fails the caller stops taking writes.
-                self.file
-                    .set_len(self.len)
-                    .map_err(io_error("roll back write-ahead log", &self.path))?;
+                // If even this fails the caller stops taking writes (see `is_consistent`).
+                if self.file.set_len(self.len).is_err() {
+                    self.consistent = false;
+                }
                 Err(io_error("append to write-ahead log", &self.path)(err))
             }
         }
     }
 
-    /// Empties the log once a checkpoint made its contents durable elsewhere.
+    /// Empties the log once a snapshot made its contents durable elsewhere.
     pub(super) fn reset(&mut self) -> Result<()> {
         self.file
-            .set_len(0)
+            .set_len(MAGIC.len() as u64)
             .and_then(|()| self.file.sync_data())
             .map_err(io_error("truncate write-ahead log", &self.path))?;
-        self.len = 0;
+        self.len = MAGIC.len() as u64;
         Ok(())
+    }
+
+    /// Whether the log still ends with a whole record (false after a failed append that could
+    /// not be undone).
+    pub(super) fn is_consistent(&self) -> bool {
+        self.consistent
+    }
+
+    /// Whether the log holds no entries.
+    pub(super) fn is_empty(&self) -> bool {
+        self.len <= MAGIC.len() as u64
+    }
+}
+
+fn not_a_log(path: &Path) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        message: "not an rkube write-ahead log".into(),
     }
 }
 
@@ -123,10 +182,19 @@ fn put_u32(out: &mut Vec<u8>, v: usize) {
     out.extend_from_slice(&(v as u32).to_le_bytes());
 }
 
-fn encode_record<'a>(txns: impl ExactSizeIterator<Item = (i64, &'a [Op])>) -> Vec<u8> {
+fn encode_record(entries: &[EntryRef<'_>]) -> Vec<u8> {
     let mut out = vec![0u8; 8]; // length and checksum, filled in below
-    put_u32(&mut out, txns.len());
-    for (revision, ops) in txns {
+    put_u32(&mut out, entries.len());
+    for entry in entries {
+        let (revision, ops) = match *entry {
+            EntryRef::Compact(revision) => {
+                out.push(1);
+                out.extend_from_slice(&(revision as u64).to_le_bytes());
+                continue;
+            }
+            EntryRef::Txn(revision, ops) => (revision, ops),
+        };
+        out.push(0);
         out.extend_from_slice(&(revision as u64).to_le_bytes());
         put_u32(&mut out, ops.len());
         for op in ops {
@@ -154,7 +222,7 @@ fn encode_record<'a>(txns: impl ExactSizeIterator<Item = (i64, &'a [Op])>) -> Ve
 }
 
 /// Decodes every complete, intact record; returns them and the length of the good prefix.
-fn decode_records(bytes: &[u8]) -> (Vec<LoggedTxn>, usize) {
+fn decode_records(bytes: &[u8]) -> (Vec<Entry>, usize) {
     let mut txns = Vec::new();
     let mut pos = 0;
     while bytes.len() - pos >= 8 {
@@ -195,12 +263,21 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Option<Vec<LoggedTxn>> {
+fn decode_payload(payload: &[u8]) -> Option<Vec<Entry>> {
     let mut c = Cursor(payload);
     let count = c.u32()?;
     let mut txns = Vec::with_capacity(count.min(4096));
     for _ in 0..count {
+        let tag = c.u8()?;
         let revision = c.u64()? as i64;
+        match tag {
+            0 => {}
+            1 => {
+                txns.push(Entry::Compact { revision });
+                continue;
+            }
+            _ => return None,
+        }
         let nops = c.u32()?;
         let mut ops = Vec::with_capacity(nops.min(1024));
         for _ in 0..nops {
@@ -219,7 +296,7 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<LoggedTxn>> {
                 _ => return None,
             });
         }
-        txns.push(LoggedTxn { revision, ops });
+        txns.push(Entry::Txn { revision, ops });
     }
     c.0.is_empty().then_some(txns)
 }
@@ -228,49 +305,60 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<LoggedTxn>> {
 mod tests {
     use super::*;
 
-    fn sample() -> Vec<(i64, Vec<Op>)> {
-        vec![
-            (2, vec![Op::put("/a", b"1".to_vec())]),
-            (3, vec![Op::delete("/a"), Op::put("/b", vec![7; 300])]),
-        ]
+    fn revisions(entries: &[Entry]) -> Vec<i64> {
+        entries
+            .iter()
+            .map(|e| match e {
+                Entry::Txn { revision, .. } => *revision,
+                Entry::Compact { revision } => -revision,
+            })
+            .collect()
     }
 
     #[test]
     fn records_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, txns) = Wal::open(dir.path()).unwrap();
-        assert!(txns.is_empty());
-        let batch = sample();
-        wal.append(batch.iter().map(|(r, ops)| (*r, ops.as_slice())))
-            .unwrap();
-        wal.append([(4, &[Op::put("/c", vec![])][..])].into_iter())
+        let (mut wal, entries) = Wal::open(dir.path()).unwrap();
+        assert!(entries.is_empty() && wal.is_empty());
+        let b = [Op::delete("/a"), Op::put("/b", vec![7; 300])];
+        wal.append(&[
+            EntryRef::Txn(2, &[Op::put("/a", b"1".to_vec())]),
+            EntryRef::Txn(3, &b),
+        ])
+        .unwrap();
+        wal.append(&[EntryRef::Compact(3), EntryRef::Txn(4, &[])])
             .unwrap();
         let len = wal.len();
         drop(wal);
-        let (wal, txns) = Wal::open(dir.path()).unwrap();
+        let (wal, entries) = Wal::open(dir.path()).unwrap();
         assert_eq!(wal.len(), len);
-        let revs: Vec<i64> = txns.iter().map(|t| t.revision).collect();
-        assert_eq!(revs, vec![2, 3, 4]);
-        assert_eq!(txns[1].ops, batch[1].1);
+        assert_eq!(revisions(&entries), vec![2, 3, -3, 4]);
+        assert_eq!(
+            entries[1],
+            Entry::Txn {
+                revision: 3,
+                ops: b.to_vec()
+            }
+        );
     }
 
     #[test]
     fn torn_or_damaged_tail_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.append([(2, &[Op::put("/a", b"1".to_vec())][..])].into_iter())
+        wal.append(&[EntryRef::Txn(2, &[Op::put("/a", b"1".to_vec())])])
             .unwrap();
         let good = wal.len();
-        wal.append([(3, &[Op::put("/b", b"2".to_vec())][..])].into_iter())
+        wal.append(&[EntryRef::Txn(3, &[Op::put("/b", b"2".to_vec())])])
             .unwrap();
         drop(wal);
         let path = dir.path().join(WAL_FILE);
 
-        // Cut the second record in half: only the first survives, and the file is truncated.
+        // Cut the second record short: only the first survives, and the file is truncated.
         let full = std::fs::read(&path).unwrap();
         std::fs::write(&path, &full[..full.len() - 5]).unwrap();
-        let (wal, txns) = Wal::open(dir.path()).unwrap();
-        assert_eq!(txns.len(), 1);
+        let (wal, entries) = Wal::open(dir.path()).unwrap();
+        assert_eq!(revisions(&entries), vec![2]);
         assert_eq!(wal.len(), good);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
         drop(wal);
@@ -280,8 +368,8 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, txns) = Wal::open(dir.path()).unwrap();
-        assert!(txns.is_empty());
+        let (_, entries) = Wal::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
     }
 
     #[test]
@@ -290,21 +378,35 @@ mod tests {
         let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
-        let (txns, good) = decode_records(&bytes);
-        assert!(txns.is_empty());
+        let (entries, good) = decode_records(&bytes);
+        assert!(entries.is_empty());
         assert_eq!(good, 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_log_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WAL_FILE);
+        std::fs::write(&path, b"hello world, not a log").unwrap();
+        assert!(matches!(Wal::open(dir.path()), Err(Error::Corrupt { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world, not a log");
+        // A torn magic (crash while creating the log) is fine.
+        std::fs::write(&path, &MAGIC[..3]).unwrap();
+        let (wal, entries) = Wal::open(dir.path()).unwrap();
+        assert!(entries.is_empty() && wal.is_empty());
     }
 
     #[test]
     fn reset_empties_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.append([(2, &[Op::delete("/x")][..])].into_iter())
+        wal.append(&[EntryRef::Txn(2, &[Op::delete("/x")])])
             .unwrap();
+        assert!(!wal.is_empty());
         wal.reset().unwrap();
-        assert_eq!(wal.len(), 0);
+        assert!(wal.is_empty());
         drop(wal);
-        let (_, txns) = Wal::open(dir.path()).unwrap();
-        assert!(txns.is_empty());
+        let (_, entries) = Wal::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
     }
 }
