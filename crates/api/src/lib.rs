@@ -11,5 +11,5 @@ pub mod registry;
 
 pub use discovery::{AggregatedVersion, DiscoveryFormat};
 pub use registry::{GroupInfo, Registry, ResourceInfo, Scope, Subresource, Verb, registry};
-pub mod typed;
 pub mod selector;
+pub mod typed;

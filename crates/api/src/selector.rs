@@ -62,7 +62,9 @@ fn check_key(key: &str) -> Result<String, SelectorError> {
 
 fn check_value(v: &str) -> Result<String, SelectorError> {
     let v = v.trim();
-    let ok = v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(v.to_string())
     } else {
@@ -163,9 +165,7 @@ impl FieldSelector {
             };
             let field = field.trim();
             if !allowed.contains(&field) {
-                return Err(SelectorError(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(SelectorError(format!("field label not supported: {field}")));
             }
             reqs.push(FieldRequirement {
                 field: field.to_string(),
@@ -217,7 +217,9 @@ pub fn selectable_fields(group: &str, resource: &str) -> &'static [&'static str]
         ("", "secrets") => &["metadata.name", "metadata.namespace", "type"],
         ("", "nodes") => &["metadata.name", "spec.unschedulable"],
         ("", "namespaces") => &["metadata.name", "status.phase"],
-        ("", "replicationcontrollers") => &["metadata.name", "metadata.namespace", "status.replicas"],
+        ("", "replicationcontrollers") => {
+            &["metadata.name", "metadata.namespace", "status.replicas"]
+        }
         ("apps", "replicasets") => &["metadata.name", "metadata.namespace", "status.replicas"],
         ("batch", "jobs") => &["metadata.name", "metadata.namespace", "status.successful"],
         _ => &["metadata.name", "metadata.namespace"],
@@ -236,7 +238,11 @@ mod tests {
     #[test]
     fn label_selectors() {
         let l = labels(&[("app", "web"), ("tier", "fe")]);
-        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(|k| l.get(k).copied());
+        let m = |s: &str| {
+            LabelSelector::parse(s)
+                .unwrap()
+                .matches(|k| l.get(k).copied())
+        };
         assert!(m("app=web"));
         assert!(m("app==web,tier"));
         assert!(m("app in (db, web),!missing"));

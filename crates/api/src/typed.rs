@@ -149,7 +149,11 @@ mod tests {
             n.unknown_fields,
             vec!["metadata.bogus", "spec.containers[0].imagePullPolcy"]
         );
-        assert!(n.object["spec"]["containers"][0].get("imagePullPolcy").is_none());
+        assert!(
+            n.object["spec"]["containers"][0]
+                .get("imagePullPolcy")
+                .is_none()
+        );
         assert_eq!(n.object["spec"]["containers"][0]["image"], "i");
     }
 

@@ -84,7 +84,11 @@ pub struct WatchCache {
 /// Parses stored bytes into an object carrying its resourceVersion.
 pub fn decode(bytes: &[u8], revision: i64) -> Option<Value> {
     let mut obj: Value = serde_json::from_slice(bytes).ok()?;
-    crate::meta::set_meta(&mut obj, "resourceVersion", Value::String(revision.to_string()));
+    crate::meta::set_meta(
+        &mut obj,
+        "resourceVersion",
+        Value::String(revision.to_string()),
+    );
     Some(obj)
 }
 
@@ -125,7 +129,10 @@ impl WatchCache {
                 .kvs
                 .iter()
                 .filter_map(|kv| {
-                    Some((kv.key.clone(), Arc::new(decode(&kv.value, kv.mod_revision)?)))
+                    Some((
+                        kv.key.clone(),
+                        Arc::new(decode(&kv.value, kv.mod_revision)?),
+                    ))
                 })
                 .collect();
             st.events.clear();
@@ -160,14 +167,10 @@ impl WatchCache {
                         }
                         EventKind::Delete => {
                             st.objects.remove(&key);
-                            let Some(last) = prev
-                                .as_deref()
-                                .cloned()
-                                .or_else(|| {
-                                    let p = event.prev.as_ref()?;
-                                    decode(&p.value, p.mod_revision)
-                                })
-                            else {
+                            let Some(last) = prev.as_deref().cloned().or_else(|| {
+                                let p = event.prev.as_ref()?;
+                                decode(&p.value, p.mod_revision)
+                            }) else {
                                 continue;
                             };
                             let mut last = last;

@@ -1,10 +1,23 @@
 //! rkube's API server: serves the Kubernetes REST API over HTTPS from a [`rkube_store::Store`].
+//!
+//! Start with [`server::start`]. A request flows: [`server`] (TLS, HTTP/1.1 and HTTP/2) →
+//! [`authn`] (client certificate or bearer token) → [`handlers`] (routing, discovery, body
+//! decoding, watch streams) → [`rest`] (generic storage with upstream metadata semantics,
+//! per-kind rules in [`strategy`]) → the store; LIST and WATCH are served from the per-resource
+//! [`cache`]. Errors are [`status::ApiError`]s, rendered as Kubernetes `Status` objects.
 
-pub mod kubeconfig;
-pub mod pki;
-pub mod tls;
+pub mod authn;
 pub mod cache;
+pub mod handlers;
+pub mod kubeconfig;
 pub mod meta;
-pub mod request;
-pub mod status;
+pub mod openapi;
 pub mod patch;
+pub mod pki;
+pub mod request;
+pub mod rest;
+pub mod server;
+pub mod status;
+pub mod strategy;
+pub mod table;
+pub mod tls;

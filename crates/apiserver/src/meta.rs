@@ -80,7 +80,9 @@ pub fn dns1123_subdomain(name: &str) -> Vec<String> {
 pub fn dns1123_label(name: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if name.len() > DNS1123_LABEL_MAX {
-        errs.push(format!("must be no more than {DNS1123_LABEL_MAX} characters"));
+        errs.push(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters"
+        ));
     }
     if !is_label_chars(name) {
         errs.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string());
@@ -124,7 +126,9 @@ pub fn validate_labels(obj: &Value, causes: &mut Vec<Cause>) {
 fn label_value_ok(s: &str) -> bool {
     s.len() <= 63
         && (s.is_empty()
-            || (s.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+            || (s
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
                 && s.as_bytes()[0].is_ascii_alphanumeric()
                 && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()))
 }
@@ -168,7 +172,10 @@ mod tests {
         assert!(qualified_name_error("/x").is_some());
         assert!(qualified_name_error("a b").is_some());
         let mut causes = Vec::new();
-        validate_labels(&json!({"metadata": {"labels": {"ok": "v", "bad": "-x"}}}), &mut causes);
+        validate_labels(
+            &json!({"metadata": {"labels": {"ok": "v", "bad": "-x"}}}),
+            &mut causes,
+        );
         assert_eq!(causes.len(), 1);
     }
 

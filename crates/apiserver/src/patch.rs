@@ -56,8 +56,14 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Result<Value, String> {
 /// The merge key of a list field, by field name and (for `ports`) by what the elements hold.
 fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" | "secrets" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "secrets" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
@@ -194,7 +200,9 @@ fn merge_list(field: &str, target: &[Value], patch: &[Value]) -> Result<Vec<Valu
             return Err(format!("list {field} must hold objects"));
         };
         let Some(kv) = po.get(mk) else {
-            return Err(format!("map: {po:?} does not contain declared merge key: {mk}"));
+            return Err(format!(
+                "map: {po:?} does not contain declared merge key: {mk}"
+            ));
         };
         let pos = out.iter().position(|t| t.get(mk) == Some(kv));
         let delete = po.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -280,8 +288,15 @@ mod tests {
         .unwrap();
         assert_eq!(out["spec"]["ports"].as_array().unwrap().len(), 2);
         let c = json!({"ports": [{"containerPort": 80}]});
-        let out = strategic_merge_patch(&c, &json!({"ports": [{"containerPort": 80, "protocol": "TCP"}]})).unwrap();
-        assert_eq!(out["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]));
+        let out = strategic_merge_patch(
+            &c,
+            &json!({"ports": [{"containerPort": 80, "protocol": "TCP"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            out["ports"],
+            json!([{"containerPort": 80, "protocol": "TCP"}])
+        );
     }
 
     #[test]
@@ -290,6 +305,12 @@ mod tests {
         assert!(json_patch(&json!({}), &json!([{"op": "remove", "path": "/x"}])).is_err());
         assert!(merge_patch(&json!({}), &json!([1])).is_err());
         assert!(strategic_merge_patch(&json!({}), &json!("x")).is_err());
-        assert!(strategic_merge_patch(&json!({"spec": {"containers": []}}), &json!({"spec": {"containers": [{"image": "x"}]}})).is_err());
+        assert!(
+            strategic_merge_patch(
+                &json!({"spec": {"containers": []}}),
+                &json!({"spec": {"containers": [{"image": "x"}]}})
+            )
+            .is_err()
+        );
     }
 }

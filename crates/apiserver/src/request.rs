@@ -119,7 +119,10 @@ mod tests {
         let w = parse(&Method::GET, "/apis/apps/v1/deployments", true).unwrap();
         assert_eq!((w.namespace, w.verb), (None, "watch"));
         let n = get("/api/v1/nodes/n1");
-        assert_eq!((n.resource.as_str(), n.name.as_deref()), ("nodes", Some("n1")));
+        assert_eq!(
+            (n.resource.as_str(), n.name.as_deref()),
+            ("nodes", Some("n1"))
+        );
         let legacy = get("/api/v1/watch/namespaces/default/pods");
         assert_eq!(legacy.verb, "watch");
     }
@@ -141,7 +144,10 @@ mod tests {
     fn verbs_from_methods() {
         let p = "/api/v1/namespaces/d/configmaps";
         assert_eq!(parse(&Method::POST, p, false).unwrap().verb, "create");
-        assert_eq!(parse(&Method::DELETE, p, false).unwrap().verb, "deletecollection");
+        assert_eq!(
+            parse(&Method::DELETE, p, false).unwrap().verb,
+            "deletecollection"
+        );
         let o = "/api/v1/namespaces/d/configmaps/c";
         assert_eq!(parse(&Method::DELETE, o, false).unwrap().verb, "delete");
         assert_eq!(parse(&Method::PATCH, o, false).unwrap().verb, "patch");

@@ -109,11 +109,7 @@ impl ApiError {
     pub fn not_found(target: Target<'_>) -> Self {
         Self {
             details: Some(target.details()),
-            ..Self::new(
-                404,
-                "NotFound",
-                format!("{} not found", target.qualified()),
-            )
+            ..Self::new(404, "NotFound", format!("{} not found", target.qualified()))
         }
     }
 
@@ -186,7 +182,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({content_type} given)"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({content_type} given)"
+            ),
         )
     }
 
@@ -267,7 +265,9 @@ impl ApiError {
                     "causes".into(),
                     d.causes
                         .iter()
-                        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                        .map(
+                            |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
+                        )
                         .collect(),
                 );
             }
@@ -291,7 +291,11 @@ impl Cause {
     }
 
     /// A field with a bad value; `detail` says why.
-    pub fn invalid(field: impl Into<String>, value: &Value, detail: impl std::fmt::Display) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: &Value,
+        detail: impl std::fmt::Display,
+    ) -> Self {
         let shown = match value {
             Value::String(s) => format!("\"{s}\""),
             other => other.to_string(),
@@ -371,8 +375,13 @@ mod tests {
                 "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters",
             )],
         );
-        assert!(e.message.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""));
-        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "metadata.name");
+        assert!(e.message.starts_with(
+            "ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""
+        ));
+        assert_eq!(
+            e.to_status()["details"]["causes"][0]["field"],
+            "metadata.name"
+        );
         assert_eq!(e.code, 422);
     }
 }

@@ -1,18 +1,14 @@
-//! `rkube server`: opens the state store and serves the control plane.
+//! `rkube server`: opens the state store and serves the Kubernetes API over HTTPS.
 //!
-//! Today it opens the store (embedded by default, etcd with `--datastore-endpoint`), locks the
-//! data dir, and serves the health endpoints `/readyz`, `/livez` and `/healthz`. The Kubernetes
-//! API itself is served on the same port by the API server as it lands.
+//! It locks the data dir, opens the store (embedded by default, etcd with
+//! `--datastore-endpoint`), creates or loads the cluster certificates under `<data-dir>/tls`,
+//! writes the admin kubeconfig, and serves until SIGINT/SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use clap::Args;
 use rkube_store::Store;
 use rkube_store::embedded::EmbeddedStore;
@@ -46,6 +42,19 @@ pub(crate) struct ServerArgs {
     /// Do not run the node agent (kubelet, proxy) inside the server.
     #[arg(long)]
     pub(crate) disable_agent: bool,
+
+    /// Extra subject alternative name (host name or IP) for the serving certificate;
+    /// repeat for several.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub(crate) tls_sans: Vec<String>,
+
+    /// Static bearer tokens, one per line: `token,user,uid[,"group1,group2"]`.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_auth_file: Option<PathBuf>,
+
+    /// IP range for Service cluster IPs.
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub(crate) service_cidr: String,
 }
 
 /// Splits `http://a:1,b:2` into endpoints, each with a scheme.
@@ -117,39 +126,43 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let revision = store.current_revision().await?;
 
-    let addr = SocketAddr::new(args.bind_address, args.https_listen_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (choose another --https-listen-port or --bind-address)")
-    })?;
-    let local = listener.local_addr()?;
-    tracing::info!(%local, revision, data_dir = %args.data_dir.display(), "rkube server ready");
-
-    let app = Router::new()
-        .route("/readyz", get(readyz))
-        .route("/livez", get(livez))
-        .route("/healthz", get(readyz))
-        .with_state(store);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let kubeconfig = args
+        .write_kubeconfig
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    let config = rkube_apiserver::server::Config {
+        tls_dir: args.data_dir.join("tls"),
+        listen: SocketAddr::new(args.bind_address, args.https_listen_port),
+        tls_sans: args.tls_sans.clone(),
+        token_auth_file: args.token_auth_file.clone(),
+        kubeconfig: kubeconfig.clone(),
+        service_cidr: args.service_cidr.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = rkube_apiserver::server::start(config, store, async {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    let local = running.local_addr;
+    tracing::info!(
+        %local,
+        revision,
+        data_dir = %args.data_dir.display(),
+        kubeconfig = %kubeconfig.display(),
+        "rkube server ready: kubectl --kubeconfig {} get ns",
+        kubeconfig.display()
+    );
+    if args.disable_agent {
+        tracing::debug!("agent disabled");
+    } else {
+        tracing::info!(
+            "the node agent is not part of this build yet; running as a control plane only"
+        );
+    }
+    shutdown_signal().await;
+    let _ = stop_tx.send(());
     tracing::info!("rkube server stopped");
     Ok(())
-}
-
-/// Ready when the store answers.
-async fn readyz(State(store): State<Arc<dyn Store>>) -> (StatusCode, String) {
-    match store.current_revision().await {
-        Ok(_) => (StatusCode::OK, "ok".into()),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("[-]store failed: {err}\nreadyz check failed"),
-        ),
-    }
-}
-
-async fn livez() -> &'static str {
-    "ok"
 }
 
 async fn shutdown_signal() {

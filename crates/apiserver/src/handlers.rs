@@ -1,0 +1,876 @@
+//! HTTP handlers: routing a request to discovery, health, or the REST storage, decoding
+//! bodies, and encoding responses (objects, lists, watch streams, `Status` errors).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Query;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use rkube_api::discovery::{self, DiscoveryFormat};
+use rkube_api::registry::ResourceInfo;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::authn::Authenticator;
+use crate::cache::{CacheEvent, WatchKind};
+use crate::meta::meta_str;
+use crate::patch::{self, PatchType};
+use crate::request::{self, RequestInfo};
+use crate::rest::{ListOptions, Rest, parse_rv, resource_prefix, target};
+use crate::status::{ApiError, ApiResult, success_status};
+use crate::tls::UserInfo;
+
+/// Largest request body accepted (upstream: 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Everything a request handler needs.
+pub struct ApiServer {
+    /// The storage.
+    pub rest: Arc<Rest>,
+    /// Who is calling.
+    pub authn: Authenticator,
+    /// The address clients use (for `/api`'s serverAddressByClientCIDRs).
+    pub advertise_address: String,
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    let mut resp = Response::new(Body::from(value.to_string()));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(err: &ApiError) -> Response<Body> {
+    let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &err.to_status())
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The `/version` document.
+pub fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": concat!("v1.33.0+rkube.", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": "linux/amd64",
+    })
+}
+
+impl ApiServer {
+    /// Handles one request. `peer` is the identity of the TLS client certificate, if any.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Body>,
+        peer: Option<UserInfo>,
+    ) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let started = std::time::Instant::now();
+        let resp = match self.route(req, peer).await {
+            Ok(resp) => resp,
+            Err(err) => error_response(&err),
+        };
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        resp
+    }
+
+    async fn route(&self, req: Request<Body>, peer: Option<UserInfo>) -> ApiResult<Response<Body>> {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => return Ok(self.health().await),
+            _ => {}
+        }
+        let user = self.authn.authenticate(req.headers(), peer);
+        let Some(_user) = user else {
+            return Err(ApiError::unauthorized());
+        };
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let registry = self.rest.registry;
+        match path.as_str() {
+            "/version" => return Ok(json_response(StatusCode::OK, &version_info())),
+            "/api" => {
+                return Ok(match discovery::negotiate(accept.as_deref()) {
+                    DiscoveryFormat::Aggregated(v) => typed_response(
+                        &discovery::aggregated_discovery(registry, true, v),
+                        v.content_type(),
+                    ),
+                    DiscoveryFormat::Legacy => typed_response(
+                        &discovery::api_versions(registry, &self.advertise_address),
+                        "application/json",
+                    ),
+                });
+            }
+            "/apis" => {
+                return Ok(match discovery::negotiate(accept.as_deref()) {
+                    DiscoveryFormat::Aggregated(v) => typed_response(
+                        &discovery::aggregated_discovery(registry, false, v),
+                        v.content_type(),
+                    ),
+                    DiscoveryFormat::Legacy => {
+                        typed_response(&discovery::api_group_list(registry), "application/json")
+                    }
+                });
+            }
+            "/api/v1" => {
+                return discovery::api_resource_list(registry, "", "v1")
+                    .map(|d| typed_response(&d, "application/json"))
+                    .ok_or_else(|| ApiError::no_route(&path));
+            }
+            _ => {}
+        }
+        if path == "/openapi/v3" {
+            return Ok(json_response(
+                StatusCode::OK,
+                &crate::openapi::root(registry),
+            ));
+        }
+        if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+            let doc = match gv.split('/').collect::<Vec<_>>().as_slice() {
+                ["api", v] => crate::openapi::group_version(registry, "", v),
+                ["apis", g, v] => crate::openapi::group_version(registry, g, v),
+                _ => None,
+            };
+            return doc
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(|| ApiError::no_route(&path));
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if parts.first() == Some(&"apis") && parts.len() == 2 {
+            return discovery::api_group(registry, parts[1])
+                .map(|d| typed_response(&d, "application/json"))
+                .ok_or_else(|| ApiError::no_route(&path));
+        }
+        if parts.first() == Some(&"apis") && parts.len() == 3 {
+            return discovery::api_resource_list(registry, parts[1], parts[2])
+                .map(|d| typed_response(&d, "application/json"))
+                .ok_or_else(|| ApiError::no_route(&path));
+        }
+        let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+            .map(|Query(q)| q)
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+        let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        let Some(info) = request::parse(req.method(), &path, watch) else {
+            return Err(ApiError::no_route(&path));
+        };
+        self.resource(req, info, query, accept).await
+    }
+
+    async fn health(&self) -> Response<Body> {
+        match self.rest.store.current_revision().await {
+            Ok(_) => text(StatusCode::OK, "ok"),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "[-]etcd failed: reason withheld\nhealthz check failed",
+            ),
+        }
+    }
+
+    async fn resource(
+        &self,
+        req: Request<Body>,
+        ri: RequestInfo,
+        query: HashMap<String, String>,
+        accept: Option<String>,
+    ) -> ApiResult<Response<Body>> {
+        let registry = self.rest.registry;
+        let info = registry
+            .get(&ri.group, &ri.version, &ri.resource)
+            .ok_or_else(|| ApiError::no_route(req.uri().path()))?;
+        // `namespaces/NAME` carries the name in `namespace` too; only namespaced resources
+        // have a namespace.
+        let namespace = if info.is_namespaced() {
+            ri.namespace.as_deref()
+        } else {
+            None
+        };
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+        if let Some(d) = query.get("dryRun")
+            && d != "All"
+            && !d.is_empty()
+        {
+            return Err(ApiError::bad_request(format!(
+                "unsupported dryRun value {d:?}: supported: All"
+            )));
+        }
+        let table = accept.as_deref().is_some_and(|a| a.contains("as=Table"));
+        let headers = req.headers().clone();
+        let body = read_body(req).await?;
+
+        if let Some(sub) = ri.subresource.as_deref() {
+            let name = ri.name.as_deref().unwrap_or_default();
+            return self
+                .subresource(
+                    info, namespace, name, sub, ri.verb, &headers, &body, &query, dry_run,
+                )
+                .await;
+        }
+        if info.is_namespaced()
+            && namespace.is_none()
+            && !matches!(ri.verb, "list" | "watch" | "deletecollection")
+        {
+            return Err(ApiError::no_route(&format!(
+                "{} requires a namespace",
+                info.plural
+            )));
+        }
+        if !info.has_verb(
+            rkube_api::registry::Verb::parse(ri.verb).unwrap_or(rkube_api::registry::Verb::Get),
+        ) {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} does not support {}",
+                info.plural, ri.verb
+            )));
+        }
+        let name = ri.name.clone().unwrap_or_default();
+        match ri.verb {
+            "get" => {
+                let cur = self.rest.get(info, namespace, &name).await?;
+                Ok(self.object_response(StatusCode::OK, info, cur.object, table))
+            }
+            "list" => {
+                let opts = ListOptions::parse(&query, info)?;
+                let list = self.rest.list(info, namespace, &opts).await?;
+                Ok(if table {
+                    json_response(StatusCode::OK, &crate::table::list_table(info, &list))
+                } else {
+                    json_response(StatusCode::OK, &list)
+                })
+            }
+            "watch" => self.watch(info, namespace, &query).await,
+            "create" => {
+                let (obj, warnings) = decode_object(info, &headers, &body, &query)?;
+                let obj = self.rest.create(info, namespace, obj, dry_run).await?;
+                let mut resp = self.object_response(StatusCode::CREATED, info, obj, false);
+                add_warnings(&mut resp, &warnings);
+                Ok(resp)
+            }
+            "update" => {
+                let (obj, warnings) = decode_object(info, &headers, &body, &query)?;
+                let obj = self
+                    .rest
+                    .update(info, namespace, &name, obj, false, dry_run)
+                    .await?;
+                let mut resp = self.object_response(StatusCode::OK, info, obj, false);
+                add_warnings(&mut resp, &warnings);
+                Ok(resp)
+            }
+            "patch" => {
+                let obj = self
+                    .patch(
+                        info, namespace, &name, &headers, &body, &query, false, dry_run,
+                    )
+                    .await?;
+                Ok(self.object_response(StatusCode::OK, info, obj, false))
+            }
+            "delete" => {
+                let options = delete_options(&body, &query)?;
+                let (obj, gone) = self
+                    .rest
+                    .delete(info, namespace, &name, &options, dry_run)
+                    .await?;
+                let code = if gone {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                if gone && obj.is_null() {
+                    return Ok(json_response(
+                        code,
+                        &success_status(target(info, &name), None),
+                    ));
+                }
+                Ok(self.object_response(code, info, obj, false))
+            }
+            "deletecollection" => {
+                let options = delete_options(&body, &query)?;
+                let opts = ListOptions::parse(&query, info)?;
+                let list = self.rest.list(info, namespace, &opts).await?;
+                let mut deleted = Vec::new();
+                for item in list["items"].as_array().into_iter().flatten() {
+                    let (ns, n) = (
+                        meta_str(item, "namespace"),
+                        meta_str(item, "name").unwrap_or(""),
+                    );
+                    match self.rest.delete(info, ns, n, &options, dry_run).await {
+                        Ok((obj, _)) => deleted.push(obj),
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut out = list;
+                out["items"] = Value::Array(deleted);
+                Ok(json_response(StatusCode::OK, &out))
+            }
+            other => Err(ApiError::method_not_allowed(format!(
+                "verb {other} is not supported"
+            ))),
+        }
+    }
+
+    fn object_response(
+        &self,
+        code: StatusCode,
+        info: &ResourceInfo,
+        obj: Value,
+        table: bool,
+    ) -> Response<Body> {
+        if table {
+            json_response(code, &crate::table::object_table(info, &obj))
+        } else {
+            json_response(code, &obj)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        query: &HashMap<String, String>,
+        status_only: bool,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let patch_type =
+            PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+        if patch_type == PatchType::Apply {
+            return Err(ApiError::unsupported_media_type(
+                "application/apply-patch+yaml (server-side apply is not supported yet)",
+            ));
+        }
+        let doc: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let strict = query.get("fieldValidation").map(String::as_str) == Some("Strict");
+        let result = self
+            .rest
+            .patch(info, namespace, name, status_only, dry_run, |current| {
+                let patched = match patch_type {
+                    PatchType::Json => patch::json_patch(current, &doc),
+                    PatchType::Merge => patch::merge_patch(current, &doc),
+                    PatchType::Strategic | PatchType::Apply => {
+                        patch::strategic_merge_patch(current, &doc)
+                    }
+                }
+                .map_err(|e| {
+                    if patch_type == PatchType::Json {
+                        ApiError::invalid(
+                            info.group,
+                            info.kind,
+                            name,
+                            vec![crate::status::Cause {
+                                reason: "FieldValueInvalid",
+                                message: e,
+                                field: "".into(),
+                            }],
+                        )
+                    } else {
+                        ApiError::bad_request(e)
+                    }
+                })?;
+                let (obj, unknown) = typed_check(info, patched)?;
+                if strict && !unknown.is_empty() {
+                    return Err(strict_error(&unknown));
+                }
+                Ok(obj)
+            })
+            .await?;
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn subresource(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        sub: &str,
+        verb: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        query: &HashMap<String, String>,
+        dry_run: bool,
+    ) -> ApiResult<Response<Body>> {
+        let Some(subinfo) = info.subresource(sub) else {
+            return Err(ApiError::no_route(&format!("{}/{sub}", info.plural)));
+        };
+        let _ = subinfo;
+        match (sub, verb) {
+            ("status", "get") => {
+                let cur = self.rest.get(info, namespace, name).await?;
+                Ok(json_response(StatusCode::OK, &cur.object))
+            }
+            ("status", "update") | ("finalize", "update") => {
+                let (obj, _) = decode_object(info, headers, body, query)?;
+                let obj = if sub == "finalize" {
+                    let finalizers = obj
+                        .pointer("/spec/finalizers")
+                        .cloned()
+                        .unwrap_or(json!([]));
+                    self.rest
+                        .patch(info, namespace, name, false, dry_run, |cur| {
+                            let mut new = cur.clone();
+                            new["spec"]["finalizers"] = finalizers.clone();
+                            Ok(new)
+                        })
+                        .await?
+                } else {
+                    self.rest
+                        .update(info, namespace, name, obj, true, dry_run)
+                        .await?
+                };
+                Ok(json_response(StatusCode::OK, &obj))
+            }
+            ("status", "patch") => {
+                let obj = self
+                    .patch(info, namespace, name, headers, body, query, true, dry_run)
+                    .await?;
+                Ok(json_response(StatusCode::OK, &obj))
+            }
+            ("scale", "get") => {
+                let cur = self.rest.get(info, namespace, name).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &crate::strategy::scale_of(info, &cur.object),
+                ))
+            }
+            ("scale", "update") | ("scale", "patch") => {
+                let scale_doc: Value = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))?;
+                let patch_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(PatchType::from_content_type);
+                let obj = self
+                    .rest
+                    .patch(info, namespace, name, false, dry_run, |cur| {
+                        let scale = crate::strategy::scale_of(info, cur);
+                        let new_scale = match (verb, patch_type) {
+                            ("update", _) => scale_doc.clone(),
+                            (_, Some(PatchType::Json)) => patch::json_patch(&scale, &scale_doc)
+                                .map_err(ApiError::bad_request)?,
+                            (_, Some(PatchType::Merge)) => patch::merge_patch(&scale, &scale_doc)
+                                .map_err(ApiError::bad_request)?,
+                            _ => patch::strategic_merge_patch(&scale, &scale_doc)
+                                .map_err(ApiError::bad_request)?,
+                        };
+                        let mut new = cur.clone();
+                        crate::strategy::apply_scale(&mut new, &new_scale)?;
+                        Ok(new)
+                    })
+                    .await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &crate::strategy::scale_of(info, &obj),
+                ))
+            }
+            ("binding", "create") => {
+                let binding: Value = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+                let node = binding
+                    .pointer("/target/name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "",
+                            "Binding",
+                            name,
+                            vec![crate::status::Cause::required("target.name")],
+                        )
+                    })?
+                    .to_string();
+                self.rest
+                    .patch(info, namespace, name, false, dry_run, |cur| {
+                        if let Some(existing) = cur
+                            .pointer("/spec/nodeName")
+                            .and_then(Value::as_str)
+                            .filter(|n| !n.is_empty())
+                        {
+                            return Err(ApiError::conflict(
+                                target(info, name),
+                                format!("pod {name} is already assigned to node \"{existing}\""),
+                            ));
+                        }
+                        if meta_str(cur, "deletionTimestamp").is_some() {
+                            return Err(ApiError::conflict(
+                                target(info, name),
+                                "pod is being deleted, cannot be assigned to a host",
+                            ));
+                        }
+                        let mut new = cur.clone();
+                        new["spec"]["nodeName"] = json!(node);
+                        Ok(new)
+                    })
+                    .await?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
+            ("eviction", "create") => {
+                let eviction: Value = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {e}")))?;
+                let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
+                self.rest
+                    .delete(info, namespace, name, &options, dry_run)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
+            _ => Err(ApiError::method_not_allowed(format!(
+                "{}/{sub} does not support {verb} yet",
+                info.plural
+            ))),
+        }
+    }
+
+    /// A watch: a stream of `{"type":..., "object":...}` lines.
+    async fn watch(
+        &self,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Response<Body>> {
+        let opts = ListOptions::parse(query, info)?;
+        let cache = self.rest.watch_cache(info)?.clone();
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true");
+        let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+        let timeout = match query.get("timeoutSeconds") {
+            Some(t) => Duration::from_secs(
+                t.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+            ),
+            None => Duration::from_secs(30 * 60),
+        };
+        let mut prefix = resource_prefix(info);
+        if let Some(ns) = namespace {
+            prefix.push_str(ns);
+            prefix.push('/');
+        }
+        // Where the stream starts, and the synthetic ADDED events of the initial state.
+        let (initial, mut cursor) = match opts.resource_version.as_deref() {
+            None | Some("0") => {
+                if opts.resource_version.is_none() {
+                    let current = self
+                        .rest
+                        .store
+                        .current_revision()
+                        .await
+                        .map_err(crate::rest::store_error)?;
+                    cache.wait_for(current).await?;
+                } else {
+                    cache.wait_for(1).await?;
+                }
+                let (items, rev) = cache.list(prefix.as_bytes());
+                (items, rev)
+            }
+            Some(rv) => {
+                let rv = parse_rv(rv)?;
+                cache.wait_for(rv).await?;
+                if send_initial {
+                    let (items, rev) = cache.list(prefix.as_bytes());
+                    (items, rev)
+                } else {
+                    cache.events_after(rv)?; // 410 now if too old
+                    (Vec::new(), rv)
+                }
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+        let namespace = namespace.map(str::to_string);
+        let opts = Arc::new(opts);
+        tokio::spawn(async move {
+            let line = |kind: &str, obj: &Value| {
+                let mut s = json!({"type": kind, "object": obj}).to_string();
+                s.push('\n');
+                Ok(bytes::Bytes::from(s))
+            };
+            for obj in initial.iter().filter(|o| opts.matches(o)) {
+                if tx.send(line("ADDED", obj)).await.is_err() {
+                    return;
+                }
+            }
+            if send_initial {
+                let bm = bookmark(info, cursor, true);
+                if tx.send(line("BOOKMARK", &bm)).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut changes = cache.subscribe();
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                match cache.events_after(cursor) {
+                    Ok((events, rev)) => {
+                        for ev in &events {
+                            if let Some((kind, obj)) = visible(ev, namespace.as_deref(), &opts)
+                                && tx.send(line(kind, obj)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        cursor = rev.max(cursor);
+                    }
+                    Err(err) => {
+                        let _ = tx.send(line("ERROR", &err.to_status())).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    _ = tick.tick(), if bookmarks => {
+                        if tx.send(line("BOOKMARK", &bookmark(info, cursor, false))).await.is_err() {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        Ok(resp)
+    }
+}
+
+/// A BOOKMARK event's object: only kind, apiVersion and resourceVersion.
+fn bookmark(info: &ResourceInfo, revision: i64, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta})
+}
+
+/// What a watcher with this namespace and these selectors sees of an event: objects moving
+/// into the selection appear as ADDED, out of it as DELETED.
+fn visible<'a>(
+    ev: &'a CacheEvent,
+    namespace: Option<&str>,
+    opts: &ListOptions,
+) -> Option<(&'static str, &'a Value)> {
+    if let Some(ns) = namespace
+        && meta_str(&ev.object, "namespace") != Some(ns)
+    {
+        return None;
+    }
+    let now = opts.matches(&ev.object);
+    let before = ev.prev.as_ref().is_some_and(|p| opts.matches(p));
+    match ev.kind {
+        WatchKind::Added if now => Some(("ADDED", &ev.object)),
+        WatchKind::Modified if now && before => Some(("MODIFIED", &ev.object)),
+        WatchKind::Modified if now => Some(("ADDED", &ev.object)),
+        WatchKind::Modified if before => Some(("DELETED", &ev.object)),
+        WatchKind::Deleted if now => Some(("DELETED", &ev.object)),
+        _ => None,
+    }
+}
+
+fn typed_response<T: serde::Serialize>(doc: &T, content_type: &'static str) -> Response<Body> {
+    let body = serde_json::to_vec(doc).unwrap_or_default();
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    resp
+}
+
+async fn read_body(req: Request<Body>) -> ApiResult<bytes::Bytes> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_BODY
+    {
+        return Err(ApiError::too_large(format!(
+            "Request entity too large: limit is {MAX_BODY}"
+        )));
+    }
+    axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}")))
+}
+
+/// Decodes a create/update body (JSON or YAML), checks its apiVersion/kind, and runs it
+/// through the kind's type. Returns the object and the warnings to send back.
+fn decode_object(
+    info: &ResourceInfo,
+    headers: &HeaderMap,
+    body: &[u8],
+    query: &HashMap<String, String>,
+) -> ApiResult<(Value, Vec<String>)> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let obj: Value = match media {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                info.kind, info.version, info.kind
+            ))
+        })?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
+        }
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(ApiError::unsupported_media_type(ct));
+        }
+        _ => return Err(ApiError::unsupported_media_type(ct)),
+    };
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
+            info.kind, info.version, info.kind
+        )));
+    }
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+        && av != info.api_version()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            info.api_version()
+        )));
+    }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != info.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            info.kind
+        )));
+    }
+    let (obj, unknown) = typed_check(info, obj)?;
+    let validation = query
+        .get("fieldValidation")
+        .map(String::as_str)
+        .unwrap_or("Warn");
+    match validation {
+        "Strict" if !unknown.is_empty() => Err(strict_error(&unknown)),
+        "Strict" | "Warn" => Ok((
+            obj,
+            unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect(),
+        )),
+        "Ignore" => Ok((obj, Vec::new())),
+        other => Err(ApiError::bad_request(format!(
+            "fieldValidation parameter unsupported: {other}; supported values: Ignore, Warn, Strict"
+        ))),
+    }
+}
+
+/// Runs an object through its kind's type: type errors are 400s, unknown fields are dropped
+/// and reported.
+fn typed_check(info: &ResourceInfo, mut obj: Value) -> ApiResult<(Value, Vec<String>)> {
+    if obj.get("apiVersion").is_none() {
+        obj["apiVersion"] = json!(info.api_version());
+    }
+    if obj.get("kind").is_none() {
+        obj["kind"] = json!(info.kind);
+    }
+    match rkube_api::typed::normalize(info.group, info.version, info.kind, &obj) {
+        None => Ok((obj, Vec::new())),
+        Some(Ok(n)) => Ok((n.object, n.unknown_fields)),
+        Some(Err(e)) => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            info.kind, info.version, info.kind
+        ))),
+    }
+}
+
+fn strict_error(unknown: &[String]) -> ApiError {
+    ApiError::bad_request(format!(
+        "strict decoding error: {}",
+        unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
+    for w in warnings {
+        let escaped = w.replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+}
+
+/// DeleteOptions from the body, with query parameters taking their place when given.
+fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<Value> {
+    let mut options: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+    };
+    if !options.is_object() {
+        return Err(ApiError::bad_request("DeleteOptions must be a JSON object"));
+    }
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        let g: i64 = g
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?;
+        options["gracePeriodSeconds"] = json!(g);
+    }
+    if let Some(p) = query.get("propagationPolicy") {
+        options["propagationPolicy"] = json!(p);
+    }
+    if let Some(o) = query.get("orphanDependents") {
+        options["orphanDependents"] = json!(o == "true");
+    }
+    Ok(options)
+}
