@@ -604,7 +604,8 @@ impl ApiServer {
                     let (items, rev) = cache.list(prefix.as_bytes());
                     (items, rev)
                 } else {
-                    cache.events_after(rv)?; // 410 now if too old
+                    // Too old a revision is reported in the stream, as an ERROR event with a
+                    // 410 Status, as upstream does.
                     (Vec::new(), rv)
                 }
             }

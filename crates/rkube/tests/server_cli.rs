@@ -1,85 +1,19 @@
 //! Black-box tests of the `rkube` binary: help text, start-up on both store backends, and the
 //! one-line errors for bad data dirs and unreachable etcd.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{RKUBE, Server};
 use rkube_store::testing::EtcdProcess;
 
-const RKUBE: &str = env!("CARGO_BIN_EXE_rkube");
-
-/// A running `rkube server`, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    /// Starts `rkube server` on a free port and waits for its "ready" log line.
-    fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(RKUBE)
-            .arg("server")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--https-listen-port", "0", "--disable-agent"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rkube");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("local=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not report ready");
-        Server { child, addr }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(&self.addr, path)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+/// `GET /readyz` through kubectl (HTTPS with the admin credentials): (ok, body or error).
+fn readyz(server: &Server) -> (bool, String) {
+    let out = server.kubectl_with(common::KUBECTL_133, &["get", "--raw", "/readyz"]);
+    let text = if out.status.success() { out.stdout } else { out.stderr };
+    (out.status.success(), String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Runs `rkube server` expecting it to fail; returns its output.
@@ -143,10 +77,11 @@ fn help_explains_every_server_flag() {
 #[test]
 fn embedded_server_is_ready_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]);
-    assert_eq!(server.get("/readyz"), (200, "ok".to_string()));
-    assert_eq!(server.get("/livez").0, 200);
+    let mut server = Server::start_in(dir.path(), &[]);
+    assert_eq!(readyz(&server), (true, "ok".to_string()));
     assert!(dir.path().join("db").join("wal.log").exists());
+    assert!(dir.path().join("tls").join("ca.crt").exists());
+    assert!(dir.path().join("admin.kubeconfig").exists());
 
     let status = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
@@ -167,7 +102,7 @@ fn embedded_server_is_ready_and_stops_on_sigterm() {
 #[test]
 fn second_server_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Server::start(dir.path(), &[]);
+    let first = Server::start_in(dir.path(), &[]);
     let data_dir = dir.path().to_str().unwrap();
     let out = run_failing(
         &["server", "--data-dir", data_dir, "--https-listen-port", "0"],
@@ -178,7 +113,7 @@ fn second_server_on_the_same_data_dir_is_refused() {
     assert!(line.contains(&format!("pid {}", first.pid())), "{line}");
     assert!(line.contains("--data-dir"), "names the fix: {line}");
     // The first server is unaffected.
-    assert_eq!(first.get("/readyz").0, 200);
+    assert!(readyz(&first).0);
 }
 
 #[test]
@@ -284,8 +219,8 @@ fn bad_datastore_endpoint_is_rejected() {
 fn etcd_backed_server_is_ready() {
     let etcd = EtcdProcess::start().expect("start etcd");
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--datastore-endpoint", &etcd.endpoint]);
-    assert_eq!(server.get("/readyz"), (200, "ok".to_string()));
+    let server = Server::start_in(dir.path(), &["--datastore-endpoint", &etcd.endpoint]);
+    assert_eq!(readyz(&server), (true, "ok".to_string()));
     assert!(
         !dir.path().join("db").exists(),
         "no embedded store when etcd is used"
@@ -294,9 +229,9 @@ fn etcd_backed_server_is_ready() {
     drop(etcd);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = server.get("/readyz");
-        if status == 503 {
-            assert!(body.contains("store"), "{body}");
+        let (ready, body) = readyz(&server);
+        if !ready {
+            assert!(body.contains("etcd failed"), "{body}");
             break;
         }
         assert!(Instant::now() < deadline, "still ready without etcd");
