@@ -9,7 +9,9 @@ use common::{KUBECTL_127, Server, manifest, ok};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use serde_json::json;
 
 const APP: &str = r#"
@@ -60,7 +62,12 @@ fn apply_get_describe_and_discovery() {
     let (_d, path) = manifest(APP);
     let p = path.to_str().unwrap();
     let out = s.kubectl(&["apply", "-f", p]);
-    for line in ["namespace/shop created", "deployment.apps/web created", "configmap/settings created", "service/web created"] {
+    for line in [
+        "namespace/shop created",
+        "deployment.apps/web created",
+        "configmap/settings created",
+        "service/web created",
+    ] {
         assert!(out.contains(line), "{out}");
     }
     let again = s.kubectl(&["apply", "-f", p]);
@@ -68,34 +75,89 @@ fn apply_get_describe_and_discovery() {
     let (_d2, changed) = manifest(&APP.replace("color: blue", "color: red"));
     let out = s.kubectl(&["apply", "-f", changed.to_str().unwrap()]);
     assert!(out.contains("configmap/settings configured"), "{out}");
-    assert_eq!(s.kubectl(&["-n", "shop", "get", "cm", "settings", "-o", "jsonpath={.data.color}"]), "red");
+    assert_eq!(
+        s.kubectl(&[
+            "-n",
+            "shop",
+            "get",
+            "cm",
+            "settings",
+            "-o",
+            "jsonpath={.data.color}"
+        ]),
+        "red"
+    );
 
     // Output formats.
     let yaml = s.kubectl(&["-n", "shop", "get", "deploy", "web", "-o", "yaml"]);
-    assert!(yaml.contains("kind: Deployment") && yaml.contains("generation: 1"), "{yaml}");
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("generation: 1"),
+        "{yaml}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&s.kubectl(&["-n", "shop", "get", "cm", "-o", "json"])).unwrap();
     assert_eq!(json["kind"], "List");
     assert_eq!(json["items"][0]["metadata"]["name"], "settings");
     let wide = s.kubectl(&["-n", "shop", "get", "deploy", "-o", "wide"]);
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
-    assert!(wide.contains("localhost/busybox:1") && wide.contains("app=web"), "{wide}");
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert!(
+        wide.contains("localhost/busybox:1") && wide.contains("app=web"),
+        "{wide}"
+    );
     let svc = s.kubectl(&["-n", "shop", "get", "svc", "web"]);
     assert!(svc.starts_with("NAME   TYPE        CLUSTER-IP"), "{svc}");
     let ns = s.kubectl(&["get", "ns"]);
-    for name in ["default", "kube-system", "kube-public", "kube-node-lease", "shop"] {
-        assert!(ns.lines().any(|l| l.starts_with(name) && l.contains("Active")), "{ns}");
+    for name in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "shop",
+    ] {
+        assert!(
+            ns.lines()
+                .any(|l| l.starts_with(name) && l.contains("Active")),
+            "{ns}"
+        );
     }
     let describe = s.kubectl(&["-n", "shop", "describe", "deploy", "web"]);
-    assert!(describe.contains("Replicas:") && describe.contains("2 desired"), "{describe}");
+    assert!(
+        describe.contains("Replicas:") && describe.contains("2 desired"),
+        "{describe}"
+    );
 
     // Discovery.
     let resources = s.kubectl(&["api-resources"]);
-    assert!(resources.lines().any(|l| l.starts_with("pods") && l.contains("po") && l.contains("Pod")), "{resources}");
-    assert!(resources.lines().any(|l| l.starts_with("deployments") && l.contains("apps/v1")), "{resources}");
+    assert!(
+        resources
+            .lines()
+            .any(|l| l.starts_with("pods") && l.contains("po") && l.contains("Pod")),
+        "{resources}"
+    );
+    assert!(
+        resources
+            .lines()
+            .any(|l| l.starts_with("deployments") && l.contains("apps/v1")),
+        "{resources}"
+    );
     let versions = s.kubectl(&["api-versions"]);
-    assert!(versions.lines().any(|l| l == "apps/v1") && versions.lines().any(|l| l == "v1"), "{versions}");
+    assert!(
+        versions.lines().any(|l| l == "apps/v1") && versions.lines().any(|l| l == "v1"),
+        "{versions}"
+    );
     let version = s.kubectl(&["version", "-o", "json"]);
     assert!(version.contains("v1.33.0+rkube"), "{version}");
 }
@@ -108,31 +170,90 @@ fn patch_label_annotate_replace_scale_edit_diff() {
     let n = ["-n", "shop"];
     let k = |args: &[&str]| s.kubectl(&[&n[..], args].concat());
 
-    k(&["patch", "cm", "settings", "--type=json", "-p", r#"[{"op":"add","path":"/data/size","value":"L"}]"#]);
-    k(&["patch", "cm", "settings", "--type=merge", "-p", r#"{"data":{"shape":"round"}}"#]);
+    k(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/size","value":"L"}]"#,
+    ]);
+    k(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"shape":"round"}}"#,
+    ]);
     // Strategic merge: containers merge by name, so the env of `web` stays.
-    k(&["patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"localhost/busybox:2"}]}}}}"#]);
-    let d = k(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].name} {.metadata.generation}"]);
+    k(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"localhost/busybox:2"}]}}}}"#,
+    ]);
+    let d = k(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].name} {.metadata.generation}",
+    ]);
     assert_eq!(d, "localhost/busybox:2 A 2");
     let data = k(&["get", "cm", "settings", "-o", "jsonpath={.data}"]);
-    assert!(data.contains("\"size\":\"L\"") && data.contains("\"shape\":\"round\""), "{data}");
+    assert!(
+        data.contains("\"size\":\"L\"") && data.contains("\"shape\":\"round\""),
+        "{data}"
+    );
 
     k(&["label", "cm", "settings", "owner=team-a"]);
     k(&["annotate", "cm", "settings", "note=hello"]);
     let labels = k(&["get", "cm", "--show-labels"]);
     assert!(labels.contains("owner=team-a,tier=config"), "{labels}");
-    assert_eq!(k(&["get", "cm", "settings", "-o", "jsonpath={.metadata.annotations.note}"]), "hello");
+    assert_eq!(
+        k(&[
+            "get",
+            "cm",
+            "settings",
+            "-o",
+            "jsonpath={.metadata.annotations.note}"
+        ]),
+        "hello"
+    );
 
     // A label change does not bump the generation; a spec change does.
     k(&["label", "deploy", "web", "x=y"]);
-    assert_eq!(k(&["get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]), "2");
+    assert_eq!(
+        k(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "2"
+    );
     k(&["scale", "deploy", "web", "--replicas=5"]);
-    assert_eq!(k(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]), "5 3");
+    assert_eq!(
+        k(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "5 3"
+    );
 
     let yaml = k(&["get", "cm", "settings", "-o", "yaml"]);
     let (_r, replaced) = manifest(&yaml.replace("color: blue", "color: green"));
     k(&["replace", "-f", replaced.to_str().unwrap()]);
-    assert_eq!(k(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]), "green");
+    assert_eq!(
+        k(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]),
+        "green"
+    );
     // Replacing with the stale resourceVersion is a conflict.
     let err = s.kubectl_err(&["replace", "-f", replaced.to_str().unwrap()]);
     assert!(err.contains("the object has been modified"), "{err}");
@@ -144,14 +265,25 @@ fn patch_label_annotate_replace_scale_edit_diff() {
         .output()
         .unwrap();
     ok(out, &["edit"]);
-    assert_eq!(k(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]), "edited");
+    assert_eq!(
+        k(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]),
+        "edited"
+    );
 
     // kubectl diff: exit code 1 and a diff when the manifest differs from the live object.
     let out = s.kubectl_with(common::KUBECTL_133, &["diff", "-f", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("+  color: blue"));
     // diff is a dry run: nothing changed.
-    assert_eq!(k(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]), "edited");
+    assert_eq!(
+        k(&["get", "cm", "settings", "-o", "jsonpath={.data.color}"]),
+        "edited"
+    );
 }
 
 #[test]
@@ -161,14 +293,30 @@ fn watch_wait_and_delete() {
     s.kubectl(&["apply", "-f", path.to_str().unwrap()]);
 
     let mut watch = std::process::Command::new(common::KUBECTL_133)
-        .args(["-n", "shop", "get", "cm", "-w", "--output-watch-events", "-o", "json"])
+        .args([
+            "-n",
+            "shop",
+            "get",
+            "cm",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ])
         .env("KUBECONFIG", &s.kubeconfig)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let waiter = std::process::Command::new(common::KUBECTL_133)
-        .args(["-n", "shop", "wait", "--for=delete", "cm/settings", "--timeout=20s"])
+        .args([
+            "-n",
+            "shop",
+            "wait",
+            "--for=delete",
+            "cm/settings",
+            "--timeout=20s",
+        ])
         .env("KUBECONFIG", &s.kubeconfig)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -184,23 +332,60 @@ fn watch_wait_and_delete() {
     let text = String::from_utf8_lossy(&out.stdout);
     let events: Vec<&str> = text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("\"type\": \""))
-        .map(|t| t.trim_end_matches(['"', ',']))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["type"].as_str().map(str::to_string))
         .collect();
     assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "{text}");
 
     // wait --for=condition on a pod whose status is patched through the status subresource.
-    s.kubectl(&["-n", "shop", "run", "p1", "--image=localhost/busybox:1", "--restart=Never"]);
     s.kubectl(&[
-        "-n", "shop", "patch", "pod", "p1", "--subresource=status", "--type=merge", "-p",
+        "-n",
+        "shop",
+        "run",
+        "p1",
+        "--image=localhost/busybox:1",
+        "--restart=Never",
+    ]);
+    s.kubectl(&[
+        "-n",
+        "shop",
+        "patch",
+        "pod",
+        "p1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
     ]);
-    let out = s.kubectl(&["-n", "shop", "wait", "--for=condition=Ready", "pod/p1", "--timeout=10s"]);
+    let out = s.kubectl(&[
+        "-n",
+        "shop",
+        "wait",
+        "--for=condition=Ready",
+        "pod/p1",
+        "--timeout=10s",
+    ]);
     assert!(out.contains("condition met"), "{out}");
 
     // Foreground deletion is recorded as upstream records it (the garbage collector finishes it).
-    s.kubectl(&["-n", "shop", "delete", "deploy", "web", "--cascade=foreground", "--wait=false"]);
-    let f = s.kubectl(&["-n", "shop", "get", "deploy", "web", "-o", "jsonpath={.metadata.finalizers} {.metadata.deletionTimestamp}"]);
+    s.kubectl(&[
+        "-n",
+        "shop",
+        "delete",
+        "deploy",
+        "web",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    let f = s.kubectl(&[
+        "-n",
+        "shop",
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.finalizers} {.metadata.deletionTimestamp}",
+    ]);
     assert!(f.starts_with("[\"foregroundDeletion\"] 20"), "{f}");
     // Orphan likewise; background deletes at once.
     s.kubectl(&["-n", "shop", "delete", "svc", "web", "--cascade=background"]);
@@ -213,14 +398,62 @@ fn kubectl_127_imperative_commands() {
     let s = Server::start(&[]);
     let k = |args: &[&str]| ok(s.kubectl_with(KUBECTL_127, args), args);
     assert!(k(&["create", "namespace", "old"]).contains("namespace/old created"));
-    assert!(k(&["-n", "old", "create", "configmap", "c", "--from-literal=a=b"]).contains("configmap/c created"));
-    assert!(k(&["-n", "old", "create", "secret", "generic", "s", "--from-literal=p=q"]).contains("secret/s created"));
-    assert!(k(&["-n", "old", "create", "deployment", "d", "--image=localhost/busybox:1", "--replicas=2"]).contains("deployment.apps/d created"));
+    assert!(
+        k(&[
+            "-n",
+            "old",
+            "create",
+            "configmap",
+            "c",
+            "--from-literal=a=b"
+        ])
+        .contains("configmap/c created")
+    );
+    assert!(
+        k(&[
+            "-n",
+            "old",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=p=q"
+        ])
+        .contains("secret/s created")
+    );
+    assert!(
+        k(&[
+            "-n",
+            "old",
+            "create",
+            "deployment",
+            "d",
+            "--image=localhost/busybox:1",
+            "--replicas=2"
+        ])
+        .contains("deployment.apps/d created")
+    );
     let all = k(&["-n", "old", "get", "deploy,cm,secret"]);
-    assert!(all.contains("deployment.apps/d") && all.contains("configmap/c") && all.contains("secret/s"), "{all}");
+    assert!(
+        all.contains("deployment.apps/d")
+            && all.contains("configmap/c")
+            && all.contains("secret/s"),
+        "{all}"
+    );
     assert!(k(&["-n", "old", "get", "secret", "s", "-o", "jsonpath={.type}"]).contains("Opaque"));
     k(&["-n", "old", "scale", "deploy", "d", "--replicas=4"]);
-    assert_eq!(k(&["-n", "old", "get", "deploy", "d", "-o", "jsonpath={.spec.replicas}"]), "4");
+    assert_eq!(
+        k(&[
+            "-n",
+            "old",
+            "get",
+            "deploy",
+            "d",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "4"
+    );
     assert!(k(&["delete", "namespace", "old", "--wait=false"]).contains("deleted"));
     let phase = k(&["get", "ns", "old", "-o", "jsonpath={.status.phase}"]);
     assert_eq!(phase, "Terminating");
@@ -233,21 +466,37 @@ fn kubectl_127_imperative_commands() {
 fn kubectl_reports_upstream_errors() {
     let s = Server::start(&[]);
     let err = s.kubectl_err(&["get", "cm", "nope"]);
-    assert!(err.contains("Error from server (NotFound): configmaps \"nope\" not found"), "{err}");
+    assert!(
+        err.contains("Error from server (NotFound): configmaps \"nope\" not found"),
+        "{err}"
+    );
     let (_d, bad) = manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n");
     let err = s.kubectl_err(&["create", "-f", bad.to_str().unwrap()]);
-    assert!(err.contains("is invalid: metadata.name: Invalid value: \"Bad_Name\""), "{err}");
-    let (_d, unknown) = manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: u}\ndata: {a: b}\nbogus: 1\n");
+    assert!(
+        err.contains("is invalid: metadata.name: Invalid value: \"Bad_Name\""),
+        "{err}"
+    );
+    let (_d, unknown) =
+        manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: u}\ndata: {a: b}\nbogus: 1\n");
     let err = s.kubectl_err(&["create", "-f", unknown.to_str().unwrap()]);
     assert!(err.contains("unknown field \"bogus\""), "{err}");
     let (_d, ok_cm) = manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: twice}\n");
     s.kubectl(&["create", "-f", ok_cm.to_str().unwrap()]);
     let err = s.kubectl_err(&["create", "-f", ok_cm.to_str().unwrap()]);
-    assert!(err.contains("(AlreadyExists)") && err.contains("configmaps \"twice\" already exists"), "{err}");
+    assert!(
+        err.contains("(AlreadyExists)") && err.contains("configmaps \"twice\" already exists"),
+        "{err}"
+    );
     let err = s.kubectl_err(&["get", "cm", "-l", "a in b"]);
-    assert!(err.contains("unable to parse requirement") || err.contains("found"), "{err}");
+    assert!(
+        err.contains("unable to parse requirement") || err.contains("found"),
+        "{err}"
+    );
     let err = s.kubectl_err(&["get", "pods", "--field-selector", "spec.bogus=1"]);
-    assert!(err.contains("field label not supported: spec.bogus"), "{err}");
+    assert!(
+        err.contains("field label not supported: spec.bogus"),
+        "{err}"
+    );
     let err = s.kubectl_err(&["-n", "missing", "create", "-f", ok_cm.to_str().unwrap()]);
     assert!(err.contains("namespaces \"missing\" not found"), "{err}");
 }
@@ -269,20 +518,37 @@ async fn kube_rs_crud_list_watch() {
     let client = s.client().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
-    let created = api.create(&PostParams::default(), &cm("a", json!({"app": "x"}))).await.unwrap();
-    let rv0: i64 = created.metadata.resource_version.clone().unwrap().parse().unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", json!({"app": "x"})))
+        .await
+        .unwrap();
+    let rv0: i64 = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     for name in ["b", "c", "d", "e"] {
-        api.create(&PostParams::default(), &cm(name, json!({"app": "y"}))).await.unwrap();
+        api.create(&PostParams::default(), &cm(name, json!({"app": "y"})))
+            .await
+            .unwrap();
     }
     // generateName.
     let mut generated = cm("", json!({}));
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("gen-".into());
-    let g = api.create(&PostParams::default(), &generated).await.unwrap();
+    let g = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
     assert!(g.metadata.name.unwrap().starts_with("gen-"));
 
-    let selected = api.list(&ListParams::default().labels("app=y")).await.unwrap();
+    let selected = api
+        .list(&ListParams::default().labels("app=y"))
+        .await
+        .unwrap();
     assert_eq!(selected.items.len(), 4);
     // Pages of 2 at one resourceVersion.
     let mut names = Vec::new();
@@ -299,24 +565,48 @@ async fn kube_rs_crud_list_watch() {
     assert_eq!(&names[..5], ["a", "b", "c", "d", "e"]);
 
     // Watch from the first create's revision: sees b..e and gen, then live changes.
-    let mut stream = api.watch(&WatchParams::default(), &rv0.to_string()).await.unwrap().boxed();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv0.to_string())
+        .await
+        .unwrap()
+        .boxed();
     let mut seen = Vec::new();
     while seen.len() < 5 {
-        match tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Some(WatchEvent::Added(c)) => seen.push(c.metadata.name.unwrap()),
             other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(&seen[..4], ["b", "c", "d", "e"]);
-    api.patch("b", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "new"}}))).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap() {
+    api.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "new"}})),
+    )
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         Some(WatchEvent::Modified(c)) => assert_eq!(c.data.unwrap()["k"], "new"),
         other => panic!("unexpected {other:?}"),
     }
 
     // Optimistic concurrency: an update with a stale resourceVersion is a 409.
     let mut stale = created.clone();
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v2"}}))).await.unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v2"}})),
+    )
+    .await
+    .unwrap();
     stale.data = Some([("k".to_string(), "stale".to_string())].into());
     match api.replace("a", &PostParams::default(), &stale).await {
         Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
@@ -324,7 +614,10 @@ async fn kube_rs_crud_list_watch() {
     }
 
     // dryRun creates nothing.
-    let dry = PostParams { dry_run: true, ..Default::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     api.create(&dry, &cm("dry", json!({}))).await.unwrap();
     assert!(api.get_opt("dry").await.unwrap().is_none());
 
@@ -333,9 +626,18 @@ async fn kube_rs_crud_list_watch() {
         Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (404, "NotFound")),
         other => panic!("expected NotFound, got {other:?}"),
     }
-    let left = api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=y")).await.unwrap();
+    let left = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=y"),
+        )
+        .await
+        .unwrap();
     assert!(left.is_left());
-    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,19 +645,37 @@ async fn watch_from_an_expired_revision_is_gone() {
     let s = Server::start(&[]);
     let client = s.client().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let first = api.create(&PostParams::default(), &cm("churn", json!({}))).await.unwrap();
+    let first = api
+        .create(&PostParams::default(), &cm("churn", json!({})))
+        .await
+        .unwrap();
     let rv0 = first.metadata.resource_version.unwrap();
     // More changes than the watch cache's event window holds.
     for i in 0..4200 {
-        api.patch("churn", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": i.to_string()}})))
-            .await
-            .unwrap();
+        api.patch(
+            "churn",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": i.to_string()}})),
+        )
+        .await
+        .unwrap();
     }
-    let mut stream = api.watch(&WatchParams::default(), &rv0).await.unwrap().boxed();
-    match tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap() {
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv0)
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+    {
         Ok(Some(WatchEvent::Error(e))) => {
             assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-            assert!(e.message.starts_with("too old resource version"), "{}", e.message);
+            assert!(
+                e.message.starts_with("too old resource version"),
+                "{}",
+                e.message
+            );
         }
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 410),
         other => panic!("expected 410 Gone, got {other:?}"),
@@ -374,26 +694,43 @@ async fn status_subresource_and_generation() {
         "status": {"replicas": 99}
     }))
     .unwrap();
-    let d = deployments.create(&PostParams::default(), &d).await.unwrap();
+    let d = deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
     assert!(d.status.is_none(), "status is reset on create");
     assert_eq!(d.metadata.generation, Some(1));
     // The main resource ignores status; the status subresource changes only status.
     let pp = PatchParams::default();
-    let d = deployments.patch("d", &pp, &Patch::Merge(json!({"status": {"replicas": 3}}))).await.unwrap();
+    let d = deployments
+        .patch("d", &pp, &Patch::Merge(json!({"status": {"replicas": 3}})))
+        .await
+        .unwrap();
     assert!(d.status.is_none());
     let d = deployments
-        .patch_status("d", &pp, &Patch::Merge(json!({"status": {"replicas": 3}, "spec": {"replicas": 7}})))
+        .patch_status(
+            "d",
+            &pp,
+            &Patch::Merge(json!({"status": {"replicas": 3}, "spec": {"replicas": 7}})),
+        )
         .await
         .unwrap();
     assert_eq!(d.status.unwrap().replicas, Some(3));
-    assert_eq!(d.spec.unwrap().replicas, None, "spec untouched by a status write");
+    assert_eq!(
+        d.spec.unwrap().replicas,
+        None,
+        "spec untouched by a status write"
+    );
     assert_eq!(d.metadata.generation, Some(1));
     let scale = deployments.get_scale("d").await.unwrap();
     assert_eq!(scale.status.unwrap().selector.as_deref(), Some("a=b"));
 
     // Binding assigns a pod once.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
     let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
     assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
     let binding = |node: &str| {
@@ -406,7 +743,16 @@ async fn status_subresource_and_generation() {
             .unwrap()
     };
     client.request_text(req(binding("n1"))).await.unwrap();
-    assert_eq!(pods.get("p").await.unwrap().spec.unwrap().node_name.as_deref(), Some("n1"));
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("n1")
+    );
     match client.request_text(req(binding("n2"))).await {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
         other => panic!("expected a conflict, got {other:?}"),
@@ -416,7 +762,10 @@ async fn status_subresource_and_generation() {
     let namespaces: Api<Namespace> = Api::all(client);
     let ns = namespaces.get("default").await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
-    assert_eq!(ns.spec.unwrap().finalizers, Some(vec!["kubernetes".to_string()]));
+    assert_eq!(
+        ns.spec.unwrap().finalizers,
+        Some(vec!["kubernetes".to_string()])
+    );
 }
 
 /// Sends a raw request and returns (code, reason) of the Status it fails with.
@@ -432,28 +781,147 @@ async fn bad_input_gets_a_status_and_stores_nothing() {
     let s = Server::start(&[]);
     let client = s.client().await;
     let post = |path: &str, ct: &str, body: Vec<u8>| {
-        http::Request::post(path.to_string()).header("content-type", ct).body(body).unwrap()
+        http::Request::post(path.to_string())
+            .header("content-type", ct)
+            .body(body)
+            .unwrap()
     };
     let cms = "/api/v1/namespaces/default/configmaps";
     let cases: Vec<(http::Request<Vec<u8>>, u16, &str)> = vec![
-        (post(cms, "application/json", b"{not json".to_vec()), 400, "BadRequest"),
-        (post(cms, "application/json", b"[1,2]".to_vec()), 400, "BadRequest"),
-        (post(cms, "application/json", br#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.to_vec()), 400, "BadRequest"),
-        (post(cms, "application/json", br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#.to_vec()), 400, "BadRequest"),
-        (post(cms, "application/json", br#"{"metadata":{"name":"x"},"data":{"a":1}}"#.to_vec()), 400, "BadRequest"),
-        (post(cms, "application/json", format!(r#"{{"metadata":{{"name":"{}"}}}}"#, "a".repeat(254)).into_bytes()), 422, "Invalid"),
-        (post(cms, "application/json", br#"{"metadata":{}}"#.to_vec()), 422, "Invalid"),
-        (post(cms, "application/json", br#"{"metadata":{"name":"x","labels":{"bad key":"v"}}}"#.to_vec()), 422, "Invalid"),
-        (post(cms, "text/plain", b"hello".to_vec()), 415, "UnsupportedMediaType"),
-        (post(&format!("{cms}?fieldValidation=Strict"), "application/json", br#"{"metadata":{"name":"x"},"bogus":1}"#.to_vec()), 400, "BadRequest"),
-        (post(cms, "application/json", vec![b' '; 3 * 1024 * 1024 + 10]), 413, "RequestEntityTooLarge"),
-        (post("/api/v1/namespaces/default/widgets", "application/json", b"{}".to_vec()), 404, "NotFound"),
-        (post("/apis/apps/v9/namespaces/default/deployments", "application/json", b"{}".to_vec()), 404, "NotFound"),
-        (post("/api/v1/namespaces/nowhere/configmaps", "application/json", br#"{"metadata":{"name":"x"}}"#.to_vec()), 404, "NotFound"),
-        (http::Request::get(format!("{cms}?labelSelector=a%20in%20b")).body(vec![]).unwrap(), 400, "BadRequest"),
-        (http::Request::get(format!("{cms}?limit=abc")).body(vec![]).unwrap(), 400, "BadRequest"),
-        (http::Request::get(format!("{cms}?continue=garbage&limit=1")).body(vec![]).unwrap(), 400, "BadRequest"),
-        (http::Request::get(format!("{cms}?watch=true&resourceVersion=-4")).body(vec![]).unwrap(), 400, "BadRequest"),
+        (
+            post(cms, "application/json", b"{not json".to_vec()),
+            400,
+            "BadRequest",
+        ),
+        (
+            post(cms, "application/json", b"[1,2]".to_vec()),
+            400,
+            "BadRequest",
+        ),
+        (
+            post(
+                cms,
+                "application/json",
+                br#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.to_vec(),
+            ),
+            400,
+            "BadRequest",
+        ),
+        (
+            post(
+                cms,
+                "application/json",
+                br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#.to_vec(),
+            ),
+            400,
+            "BadRequest",
+        ),
+        (
+            post(
+                cms,
+                "application/json",
+                br#"{"metadata":{"name":"x"},"data":{"a":1}}"#.to_vec(),
+            ),
+            400,
+            "BadRequest",
+        ),
+        (
+            post(
+                cms,
+                "application/json",
+                format!(r#"{{"metadata":{{"name":"{}"}}}}"#, "a".repeat(254)).into_bytes(),
+            ),
+            422,
+            "Invalid",
+        ),
+        (
+            post(cms, "application/json", br#"{"metadata":{}}"#.to_vec()),
+            422,
+            "Invalid",
+        ),
+        (
+            post(
+                cms,
+                "application/json",
+                br#"{"metadata":{"name":"x","labels":{"bad key":"v"}}}"#.to_vec(),
+            ),
+            422,
+            "Invalid",
+        ),
+        (
+            post(cms, "text/plain", b"hello".to_vec()),
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            post(
+                &format!("{cms}?fieldValidation=Strict"),
+                "application/json",
+                br#"{"metadata":{"name":"x"},"bogus":1}"#.to_vec(),
+            ),
+            400,
+            "BadRequest",
+        ),
+        (
+            post(cms, "application/json", vec![b' '; 3 * 1024 * 1024 + 10]),
+            413,
+            "RequestEntityTooLarge",
+        ),
+        (
+            post(
+                "/api/v1/namespaces/default/widgets",
+                "application/json",
+                b"{}".to_vec(),
+            ),
+            404,
+            "NotFound",
+        ),
+        (
+            post(
+                "/apis/apps/v9/namespaces/default/deployments",
+                "application/json",
+                b"{}".to_vec(),
+            ),
+            404,
+            "NotFound",
+        ),
+        (
+            post(
+                "/api/v1/namespaces/nowhere/configmaps",
+                "application/json",
+                br#"{"metadata":{"name":"x"}}"#.to_vec(),
+            ),
+            404,
+            "NotFound",
+        ),
+        (
+            http::Request::get(format!("{cms}?labelSelector=a%20in%20b"))
+                .body(vec![])
+                .unwrap(),
+            400,
+            "BadRequest",
+        ),
+        (
+            http::Request::get(format!("{cms}?limit=abc"))
+                .body(vec![])
+                .unwrap(),
+            400,
+            "BadRequest",
+        ),
+        (
+            http::Request::get(format!("{cms}?continue=garbage&limit=1"))
+                .body(vec![])
+                .unwrap(),
+            400,
+            "BadRequest",
+        ),
+        (
+            http::Request::get(format!("{cms}?watch=true&resourceVersion=-4"))
+                .body(vec![])
+                .unwrap(),
+            400,
+            "BadRequest",
+        ),
     ];
     for (req, code, reason) in cases {
         let what = format!("{} {}", req.method(), req.uri());
@@ -463,16 +931,43 @@ async fn bad_input_gets_a_status_and_stores_nothing() {
     }
     // Bad patches.
     let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cm_api.create(&PostParams::default(), &cm("target", json!({}))).await.unwrap();
+    cm_api
+        .create(&PostParams::default(), &cm("target", json!({})))
+        .await
+        .unwrap();
     let patch = |ct: &str, body: &[u8]| {
-        http::Request::patch(format!("{cms}/target")).header("content-type", ct).body(body.to_vec()).unwrap()
+        http::Request::patch(format!("{cms}/target"))
+            .header("content-type", ct)
+            .body(body.to_vec())
+            .unwrap()
     };
     for (req, code) in [
-        (patch("application/json-patch+json", br#"[{"op":"remove","path":"/nope"}]"#), 422),
-        (patch("application/json-patch+json", br#"{"op":"add"}"#), 422),
+        (
+            patch(
+                "application/json-patch+json",
+                br#"[{"op":"remove","path":"/nope"}]"#,
+            ),
+            422,
+        ),
+        (
+            patch("application/json-patch+json", br#"{"op":"add"}"#),
+            422,
+        ),
         (patch("application/merge-patch+json", b"{broken"), 400),
-        (patch("application/merge-patch+json", br#"{"metadata":{"name":"renamed"}}"#), 400),
-        (patch("application/strategic-merge-patch+json", br#"{"data":{"k":5}}"#), 400),
+        (
+            patch(
+                "application/merge-patch+json",
+                br#"{"metadata":{"name":"renamed"}}"#,
+            ),
+            400,
+        ),
+        (
+            patch(
+                "application/strategic-merge-patch+json",
+                br#"{"data":{"k":5}}"#,
+            ),
+            400,
+        ),
         (patch("application/x-unknown", b"{}"), 415),
     ] {
         let what = String::from_utf8_lossy(req.body()).into_owned();
@@ -480,9 +975,19 @@ async fn bad_input_gets_a_status_and_stores_nothing() {
         assert_eq!(c, code, "{what}: {m}");
     }
     // Nothing of the above was stored.
-    let names: Vec<String> = cm_api.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+    let names: Vec<String> = cm_api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     assert_eq!(names, ["target"]);
-    assert_eq!(cm_api.get("target").await.unwrap().data.unwrap()["k"], "target");
+    assert_eq!(
+        cm_api.get("target").await.unwrap().data.unwrap()["k"],
+        "target"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,7 +1010,9 @@ async fn authentication() {
     for token in [Some("wrong"), None] {
         let ns: Api<Namespace> = Api::all(client_with(token));
         match ns.list(&ListParams::default()).await {
-            Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized")),
+            Err(kube::Error::Api(e)) => {
+                assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"))
+            }
             other => panic!("expected 401 for {token:?}, got {other:?}"),
         }
     }
@@ -515,5 +1022,7 @@ fn pem_to_der(pem: &[u8]) -> Vec<u8> {
     use base64::Engine;
     let text = String::from_utf8_lossy(pem);
     let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
 }

@@ -12,8 +12,15 @@ use rkube_store::testing::EtcdProcess;
 /// `GET /readyz` through kubectl (HTTPS with the admin credentials): (ok, body or error).
 fn readyz(server: &Server) -> (bool, String) {
     let out = server.kubectl_with(common::KUBECTL_133, &["get", "--raw", "/readyz"]);
-    let text = if out.status.success() { out.stdout } else { out.stderr };
-    (out.status.success(), String::from_utf8_lossy(&text).into_owned())
+    let text = if out.status.success() {
+        out.stdout
+    } else {
+        out.stderr
+    };
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&text).into_owned(),
+    )
 }
 
 /// Runs `rkube server` expecting it to fail; returns its output.
