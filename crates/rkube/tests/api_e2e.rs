@@ -330,7 +330,7 @@ fn watch_wait_and_delete() {
     let _ = watch.kill();
     let out = watch.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<&str> = text
+    let events: Vec<String> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|e| e["type"].as_str().map(str::to_string))
