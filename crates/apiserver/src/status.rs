@@ -17,7 +17,7 @@ pub struct ApiError {
     /// Human-readable message, as kubectl prints it.
     pub message: String,
     /// `details`: the object the error is about, and field causes for `Invalid`.
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
 }
 
 /// The `details` of a `Status`.
@@ -108,7 +108,7 @@ impl ApiError {
     /// 404 NotFound for an object.
     pub fn not_found(target: Target<'_>) -> Self {
         Self {
-            details: Some(target.details()),
+            details: Some(Box::new(target.details())),
             ..Self::new(404, "NotFound", format!("{} not found", target.qualified()))
         }
     }
@@ -135,7 +135,7 @@ impl ApiError {
     /// 409 AlreadyExists.
     pub fn already_exists(target: Target<'_>) -> Self {
         Self {
-            details: Some(target.details()),
+            details: Some(Box::new(target.details())),
             ..Self::new(
                 409,
                 "AlreadyExists",
@@ -147,7 +147,7 @@ impl ApiError {
     /// 409 Conflict (optimistic concurrency).
     pub fn conflict(target: Target<'_>, why: impl std::fmt::Display) -> Self {
         Self {
-            details: Some(target.details()),
+            details: Some(Box::new(target.details())),
             ..Self::new(
                 409,
                 "Conflict",
@@ -207,13 +207,13 @@ impl ApiError {
             code: 422,
             reason: "Invalid",
             message,
-            details: Some(Details {
+            details: Some(Box::new(Details {
                 name: name.to_string(),
                 group: group.to_string(),
                 kind: kind.to_string(),
                 causes,
                 retry_after_seconds: None,
-            }),
+            })),
         }
     }
 
