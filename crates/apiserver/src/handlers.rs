@@ -721,20 +721,31 @@ fn typed_response<T: serde::Serialize>(doc: &T, content_type: &'static str) -> R
 }
 
 async fn read_body(req: Request<Body>) -> ApiResult<bytes::Bytes> {
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > MAX_BODY
-    {
-        return Err(ApiError::too_large(format!(
-            "Request entity too large: limit is {MAX_BODY}"
-        )));
+    use http_body_util::BodyExt;
+    let too_large =
+        || ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}"));
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    // Read the whole body even when it is too large (up to a bound), so the client gets the
+    // 413 Status instead of a broken pipe while it is still sending.
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > 64 * MAX_BODY {
+                return Err(too_large());
+            }
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            }
+        }
     }
-    axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|_| ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}")))
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 /// Decodes a create/update body (JSON or YAML), checks its apiVersion/kind, and runs it
