@@ -60,9 +60,15 @@ impl Server {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server did not report ready");
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                // Never leave the process behind when start-up fails.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not report ready within 30 s");
+            }
+        };
         Server {
             child,
             addr,
