@@ -356,26 +356,14 @@ pub fn prepare_for_delete(info: &ResourceInfo, obj: &mut Value) {
 
 /// Builds the `Scale` of a scalable object.
 pub fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
+    // Workloads use a LabelSelector (its matchLabels); services and RCs a plain label map.
     let selector = match obj.pointer("/spec/selector") {
         Some(Value::Object(s))
             if s.contains_key("matchLabels") || s.contains_key("matchExpressions") =>
         {
-            s.get("matchLabels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
+            crate::meta::label_map_selector(s.get("matchLabels"))
         }
-        Some(Value::Object(s)) => s
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => String::new(),
+        plain => crate::meta::label_map_selector(plain),
     };
     let mut metadata = json!({
         "name": meta_str(obj, "name"),

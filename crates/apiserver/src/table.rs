@@ -132,16 +132,7 @@ fn join_containers(obj: &Value, ptr: &str, field: &str) -> String {
 }
 
 fn selector(obj: &Value, ptr: &str) -> String {
-    obj.pointer(ptr)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "<none>".into())
+    none(&crate::meta::label_map_selector(obj.pointer(ptr)))
 }
 
 fn none(s: &str) -> String {

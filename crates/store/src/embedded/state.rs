@@ -36,6 +36,22 @@ impl Version {
         })
     }
 
+    /// The watch event of this version of `key`, after `prev`.
+    fn event(&self, key: &[u8], prev: Option<KeyValue>) -> Event {
+        match self.to_kv(key) {
+            Some(kv) => Event {
+                kind: EventKind::Put,
+                kv,
+                prev,
+            },
+            None => Event {
+                kind: EventKind::Delete,
+                kv: tombstone(key, self.revision),
+                prev,
+            },
+        }
+    }
+
     fn size(&self) -> usize {
         self.value.as_ref().map_or(0, |v| v.len()) + 32
     }
@@ -186,18 +202,7 @@ impl State {
                 },
             };
             let key = op.key();
-            events.push(match version.to_kv(key) {
-                Some(kv) => Event {
-                    kind: EventKind::Put,
-                    kv,
-                    prev,
-                },
-                None => Event {
-                    kind: EventKind::Delete,
-                    kv: tombstone(key, rev),
-                    prev,
-                },
-            });
+            events.push(version.event(key, prev));
             self.bytes += version.size() + key.len();
             self.keys.entry(key.to_vec()).or_default().push(version);
             written.push(key.to_vec());
@@ -304,18 +309,7 @@ impl State {
                     continue;
                 };
                 let prev = i.checked_sub(1).and_then(|p| versions[p].to_kv(key));
-                events.push(match versions[i].to_kv(key) {
-                    Some(kv) => Event {
-                        kind: EventKind::Put,
-                        kv,
-                        prev,
-                    },
-                    None => Event {
-                        kind: EventKind::Delete,
-                        kv: tombstone(key, rev),
-                        prev,
-                    },
-                });
+                events.push(versions[i].event(key, prev));
             }
             out.push(Arc::new(RevisionEvents {
                 revision: rev,
