@@ -5,9 +5,11 @@
 //!   kind, plural, scope, verbs, short names, categories, subresources) and its lookups.
 //! - [`discovery`]: the discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/{g}/{v}`, and
 //!   the aggregated `apidiscovery.k8s.io` format) built from a registry.
+//! - [`schema`]: the OpenAPI schemas of the served kinds (`/openapi/v2`, `/openapi/v3`).
 
 pub mod discovery;
 pub mod registry;
+pub mod schema;
 
 pub use discovery::{AggregatedVersion, DiscoveryFormat};
 pub use registry::{GroupInfo, Registry, ResourceInfo, Scope, Subresource, Verb, registry};

@@ -79,6 +79,9 @@ pub struct WatchCache {
     prefix: Vec<u8>,
     state: RwLock<State>,
     revision_tx: watch::Sender<i64>,
+    /// Bumped when events are appended (or the cache relisted): wakes watchers, which
+    /// revisions that changed only other resources must not do.
+    events_tx: watch::Sender<i64>,
 }
 
 /// Parses stored bytes into an object carrying its resourceVersion.
@@ -92,113 +95,174 @@ pub fn decode(bytes: &[u8], revision: i64) -> Option<Value> {
     Some(obj)
 }
 
+/// Keeps a set of caches current from one store watch over their common root.
+///
+/// One watch (not one per resource) matters for consistent reads: every store revision,
+/// whatever key it wrote, reaches every cache in order, so a cache knows it reflects revision
+/// R even when R changed another resource (or a key no cache holds, like a Service IP claim).
+pub fn start_all(store: Arc<dyn Store>, root: Vec<u8>, caches: Vec<Arc<WatchCache>>) {
+    let weak: Vec<_> = caches.iter().map(Arc::downgrade).collect();
+    drop(caches);
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let caches: Option<Vec<Arc<WatchCache>>> = weak.iter().map(|w| w.upgrade()).collect();
+            let Some(caches) = caches else { return };
+            match sync(&store, &root, &caches).await {
+                Ok(()) => return, // the store closed
+                Err(err) => {
+                    tracing::warn!(%err, "watch caches lost their store watch; relisting");
+                }
+            }
+            drop(caches);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+/// Lists the store, then applies its watch until it fails.
+async fn sync(
+    store: &Arc<dyn Store>,
+    root: &[u8],
+    caches: &[Arc<WatchCache>],
+) -> Result<(), rkube_store::Error> {
+    let list = store.range(RangeRequest::prefix(root)).await?;
+    let mut objects: Vec<BTreeMap<Vec<u8>, Arc<Value>>> = vec![BTreeMap::new(); caches.len()];
+    for kv in &list.kvs {
+        if let Some(i) = caches.iter().position(|c| kv.key.starts_with(&c.prefix))
+            && let Some(obj) = decode(&kv.value, kv.mod_revision)
+        {
+            objects[i].insert(kv.key.clone(), Arc::new(obj));
+        }
+    }
+    for (cache, objects) in caches.iter().zip(objects) {
+        cache.reset(objects, list.revision);
+    }
+    let mut stream = store.watch(root, list.revision).await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        // A batch may span revisions (etcd); each revision is applied as one step.
+        let mut events = batch.into_iter().peekable();
+        while let Some(first) = events.next() {
+            let revision = first.revision();
+            let mut touched: Vec<(usize, Vec<rkube_store::Event>)> = Vec::new();
+            let mut next = Some(first);
+            while let Some(event) = next {
+                if let Some(i) = caches
+                    .iter()
+                    .position(|c| event.kv.key.starts_with(&c.prefix))
+                {
+                    match touched.iter_mut().find(|(j, _)| *j == i) {
+                        Some((_, group)) => group.push(event),
+                        None => touched.push((i, vec![event])),
+                    }
+                }
+                next = events.next_if(|e| e.revision() == revision);
+            }
+            for (i, group) in touched {
+                caches[i].apply(group, revision);
+            }
+            // Every cache now reflects this revision, changed or not.
+            for cache in caches {
+                cache.advance(revision);
+            }
+        }
+    }
+    Ok(())
+}
+
 impl WatchCache {
-    /// Creates the cache of the keys under `prefix` and starts keeping it current.
-    pub fn start(store: Arc<dyn Store>, prefix: Vec<u8>) -> Arc<Self> {
+    /// Creates the (empty, starting) cache of the keys under `prefix`; [`start_all`] fills it.
+    pub fn new(prefix: Vec<u8>) -> Arc<Self> {
         let (revision_tx, _) = watch::channel(0);
-        let cache = Arc::new(Self {
+        let (events_tx, _) = watch::channel(0);
+        Arc::new(Self {
             prefix,
             state: RwLock::new(State::default()),
             revision_tx,
-        });
-        let weak = Arc::downgrade(&cache);
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let Some(cache) = weak.upgrade() else { return };
-                match cache.sync(&store).await {
-                    Ok(()) => return, // the store closed
-                    Err(err) => {
-                        tracing::warn!(prefix = %String::from_utf8_lossy(&cache.prefix), %err, "watch cache lost its store watch; relisting");
-                    }
-                }
-                drop(cache);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
-        cache
+            events_tx,
+        })
     }
 
-    /// Lists the store, then applies its watch until it fails.
-    async fn sync(&self, store: &Arc<dyn Store>) -> Result<(), rkube_store::Error> {
-        let list = store.range(RangeRequest::prefix(&self.prefix)).await?;
+    /// Replaces the contents with a fresh list at `revision`; the event window restarts there.
+    fn reset(&self, objects: BTreeMap<Vec<u8>, Arc<Value>>, revision: i64) {
         {
             let mut st = self.state.write();
-            st.objects = list
-                .kvs
-                .iter()
-                .filter_map(|kv| {
-                    Some((
-                        kv.key.clone(),
-                        Arc::new(decode(&kv.value, kv.mod_revision)?),
-                    ))
-                })
-                .collect();
+            st.objects = objects;
             st.events.clear();
-            st.window_start = list.revision;
-            st.revision = list.revision;
+            st.window_start = revision;
+            st.revision = revision;
         }
-        self.revision_tx.send_replace(list.revision);
-        let mut stream = store.watch(&self.prefix, list.revision).await?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let Some(revision) = batch.first().map(|e| e.revision()) else {
-                continue;
-            };
-            {
-                let mut st = self.state.write();
-                for event in batch {
-                    let key = event.kv.key.clone();
-                    let prev = st.objects.get(&key).cloned();
-                    let (kind, object) = match event.kind {
-                        EventKind::Put => {
-                            let Some(obj) = decode(&event.kv.value, event.kv.mod_revision) else {
-                                continue;
-                            };
-                            let obj = Arc::new(obj);
-                            st.objects.insert(key, obj.clone());
-                            let kind = if prev.is_some() {
-                                WatchKind::Modified
-                            } else {
-                                WatchKind::Added
-                            };
-                            (kind, obj)
-                        }
-                        EventKind::Delete => {
-                            st.objects.remove(&key);
-                            let Some(last) = prev.as_deref().cloned().or_else(|| {
-                                let p = event.prev.as_ref()?;
-                                decode(&p.value, p.mod_revision)
-                            }) else {
-                                continue;
-                            };
-                            let mut last = last;
-                            crate::meta::set_meta(
-                                &mut last,
-                                "resourceVersion",
-                                Value::String(revision.to_string()),
-                            );
-                            (WatchKind::Deleted, Arc::new(last))
-                        }
-                    };
-                    st.events.push_back(Arc::new(CacheEvent {
-                        revision,
-                        kind,
-                        object,
-                        prev,
-                    }));
-                }
-                while st.events.len() > EVENT_WINDOW {
-                    if let Some(old) = st.events.pop_front() {
-                        st.window_start = old.revision;
-                    }
-                }
-                st.revision = revision;
+        self.revision_tx.send_replace(revision);
+        self.events_tx.send_replace(revision);
+    }
+
+    /// Moves the cache to `revision` when nothing of it changed there.
+    fn advance(&self, revision: i64) {
+        {
+            let mut st = self.state.write();
+            if st.revision >= revision {
+                return;
             }
-            self.revision_tx.send_replace(revision);
+            st.revision = revision;
         }
-        Ok(())
+        self.revision_tx.send_replace(revision);
+    }
+
+    /// Applies the events of one store revision that fall under this cache's prefix.
+    fn apply(&self, batch: Vec<rkube_store::Event>, revision: i64) {
+        let mut st = self.state.write();
+        for event in batch {
+            let key = event.kv.key.clone();
+            let prev = st.objects.get(&key).cloned();
+            let (kind, object) = match event.kind {
+                EventKind::Put => {
+                    let Some(obj) = decode(&event.kv.value, event.kv.mod_revision) else {
+                        continue;
+                    };
+                    let obj = Arc::new(obj);
+                    st.objects.insert(key, obj.clone());
+                    let kind = if prev.is_some() {
+                        WatchKind::Modified
+                    } else {
+                        WatchKind::Added
+                    };
+                    (kind, obj)
+                }
+                EventKind::Delete => {
+                    st.objects.remove(&key);
+                    let Some(last) = prev.as_deref().cloned().or_else(|| {
+                        let p = event.prev.as_ref()?;
+                        decode(&p.value, p.mod_revision)
+                    }) else {
+                        continue;
+                    };
+                    let mut last = last;
+                    crate::meta::set_meta(
+                        &mut last,
+                        "resourceVersion",
+                        Value::String(revision.to_string()),
+                    );
+                    (WatchKind::Deleted, Arc::new(last))
+                }
+            };
+            st.events.push_back(Arc::new(CacheEvent {
+                revision,
+                kind,
+                object,
+                prev,
+            }));
+        }
+        while st.events.len() > EVENT_WINDOW {
+            if let Some(old) = st.events.pop_front() {
+                st.window_start = old.revision;
+            }
+        }
+        st.revision = st.revision.max(revision);
+        drop(st);
+        self.revision_tx.send_replace(revision);
+        self.events_tx.send_replace(revision);
     }
 
     /// The revision the cache reflects.
@@ -245,8 +309,8 @@ impl WatchCache {
         Ok((st.events.range(start..).cloned().collect(), st.revision))
     }
 
-    /// A receiver that changes whenever the cache moves to a new revision.
+    /// A receiver that changes whenever events are appended to the cache.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.revision_tx.subscribe()
+        self.events_tx.subscribe()
     }
 }

@@ -13,6 +13,7 @@ use rkube_api::registry::ResourceInfo;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::apply::{self, FieldManager};
 use crate::authn::Authenticator;
 use crate::cache::{CacheEvent, WatchKind};
 use crate::meta::meta_str;
@@ -141,20 +142,8 @@ impl ApiServer {
             }
             _ => {}
         }
-        if path == "/openapi/v3" {
-            return Ok(json_response(
-                StatusCode::OK,
-                &crate::openapi::root(registry),
-            ));
-        }
-        if let Some(gv) = path.strip_prefix("/openapi/v3/") {
-            let doc = match gv.split('/').collect::<Vec<_>>().as_slice() {
-                ["api", v] => crate::openapi::group_version(registry, "", v),
-                ["apis", g, v] => crate::openapi::group_version(registry, g, v),
-                _ => None,
-            };
-            return doc
-                .map(|d| json_response(StatusCode::OK, &d))
+        if path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/") {
+            return crate::openapi::serve(registry, &path, req.uri().query(), req.headers())
                 .ok_or_else(|| ApiError::no_route(&path));
         }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -259,31 +248,43 @@ impl ApiServer {
                     json_response(StatusCode::OK, &list)
                 })
             }
-            "watch" => self.watch(info, namespace, &query).await,
+            "watch" => self.watch(info, namespace, &query, table).await,
             "create" => {
                 let (obj, warnings) = decode_object(info, &headers, &body, &query)?;
-                let obj = self.rest.create(info, namespace, obj, dry_run).await?;
+                let manager = request_manager(&headers, &query, "CreateOptions", None)?;
+                let obj = self
+                    .rest
+                    .create_as(info, namespace, obj, dry_run, &manager)
+                    .await?;
                 let mut resp = self.object_response(StatusCode::CREATED, info, obj, false);
                 add_warnings(&mut resp, &warnings);
                 Ok(resp)
             }
             "update" => {
                 let (obj, warnings) = decode_object(info, &headers, &body, &query)?;
+                let manager = request_manager(&headers, &query, "UpdateOptions", None)?;
                 let obj = self
                     .rest
-                    .update(info, namespace, &name, obj, false, dry_run)
+                    .update_as(info, namespace, &name, obj, false, dry_run, &manager)
                     .await?;
                 let mut resp = self.object_response(StatusCode::OK, info, obj, false);
                 add_warnings(&mut resp, &warnings);
                 Ok(resp)
             }
             "patch" => {
-                let obj = self
+                let (obj, created, warnings) = self
                     .patch(
                         info, namespace, &name, &headers, &body, &query, false, dry_run,
                     )
                     .await?;
-                Ok(self.object_response(StatusCode::OK, info, obj, false))
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                let mut resp = self.object_response(code, info, obj, false);
+                add_warnings(&mut resp, &warnings);
+                Ok(resp)
             }
             "delete" => {
                 let options = delete_options(&body, &query)?;
@@ -344,6 +345,8 @@ impl ApiServer {
         }
     }
 
+    /// A PATCH of the object (or, with `status_only`, of its status). Returns the object,
+    /// whether an apply created it, and the warnings to send back.
     #[allow(clippy::too_many_arguments)]
     async fn patch(
         &self,
@@ -355,7 +358,7 @@ impl ApiServer {
         query: &HashMap<String, String>,
         status_only: bool,
         dry_run: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<(Value, bool, Vec<String>)> {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -363,47 +366,196 @@ impl ApiServer {
         let patch_type =
             PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
         if patch_type == PatchType::Apply {
-            return Err(ApiError::unsupported_media_type(
-                "application/apply-patch+yaml (server-side apply is not supported yet)",
+            return self
+                .apply(info, namespace, name, body, query, status_only, dry_run)
+                .await;
+        }
+        if query.contains_key("force") {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                vec![crate::status::Cause::forbidden(
+                    "force",
+                    "may not be specified for non-apply patch",
+                )],
             ));
         }
+        let manager = request_manager(
+            headers,
+            query,
+            "PatchOptions",
+            status_only.then_some("status"),
+        )?;
         let doc: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         let strict = query.get("fieldValidation").map(String::as_str) == Some("Strict");
         let result = self
             .rest
-            .patch(info, namespace, name, status_only, dry_run, |current| {
-                let patched = match patch_type {
-                    PatchType::Json => patch::json_patch(current, &doc),
-                    PatchType::Merge => patch::merge_patch(current, &doc),
-                    PatchType::Strategic | PatchType::Apply => {
-                        patch::strategic_merge_patch(current, &doc)
+            .patch_as(
+                info,
+                namespace,
+                name,
+                status_only,
+                dry_run,
+                &manager,
+                |current| {
+                    let patched = match patch_type {
+                        PatchType::Json => patch::json_patch(current, &doc),
+                        PatchType::Merge => patch::merge_patch(current, &doc),
+                        PatchType::Strategic | PatchType::Apply => {
+                            patch::strategic_merge_patch(current, &doc)
+                        }
                     }
-                }
-                .map_err(|e| {
-                    if patch_type == PatchType::Json {
-                        ApiError::invalid(
-                            info.group,
-                            info.kind,
-                            name,
-                            vec![crate::status::Cause {
-                                reason: "FieldValueInvalid",
-                                message: e,
-                                field: "".into(),
-                            }],
-                        )
-                    } else {
-                        ApiError::bad_request(e)
+                    .map_err(|e| {
+                        if patch_type == PatchType::Json {
+                            ApiError::invalid(
+                                info.group,
+                                info.kind,
+                                name,
+                                vec![crate::status::Cause {
+                                    reason: "FieldValueInvalid",
+                                    message: e,
+                                    field: "".into(),
+                                }],
+                            )
+                        } else {
+                            ApiError::bad_request(e)
+                        }
+                    })?;
+                    let (obj, unknown) = typed_check(info, patched)?;
+                    if strict && !unknown.is_empty() {
+                        return Err(strict_error(&unknown));
                     }
-                })?;
-                let (obj, unknown) = typed_check(info, patched)?;
-                if strict && !unknown.is_empty() {
-                    return Err(strict_error(&unknown));
-                }
-                Ok(obj)
-            })
+                    Ok(obj)
+                },
+            )
             .await?;
-        Ok(result)
+        Ok((result, false, Vec::new()))
+    }
+
+    /// Server-side apply (`PATCH` with `application/apply-patch+yaml`): creates the object
+    /// or merges the applied configuration into it as the `fieldManager`, see
+    /// [`crate::apply`]. Returns the object, whether it was created, and the warnings.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        body: &[u8],
+        query: &HashMap<String, String>,
+        status_only: bool,
+        dry_run: bool,
+    ) -> ApiResult<(Value, bool, Vec<String>)> {
+        let manager = query.get("fieldManager").map_or("", String::as_str);
+        let validation = query.get("fieldValidation").map_or("", String::as_str);
+        let mut causes = Vec::new();
+        if manager.is_empty() {
+            causes.push(crate::status::Cause {
+                reason: "FieldValueRequired",
+                message: "Required value: is required for apply patch".into(),
+                field: "fieldManager".into(),
+            });
+        }
+        causes.extend(apply::field_manager_causes(manager));
+        if !matches!(validation, "" | "Ignore" | "Warn" | "Strict") {
+            causes.push(crate::status::Cause {
+                reason: "FieldValueNotSupported",
+                message: format!(
+                    "Unsupported value: {validation:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+                ),
+                field: "fieldValidation".into(),
+            });
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", causes));
+        }
+        let force = match query.get("force").map(String::as_str) {
+            None | Some("" | "false" | "0" | "f" | "F" | "FALSE" | "False") => false,
+            Some("true" | "1" | "t" | "T" | "TRUE" | "True") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid value for force: {other:?}"
+                )));
+            }
+        };
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("error decoding YAML: the body is not UTF-8"))?;
+        let config: Value = if text.trim().is_empty() {
+            json!({})
+        } else {
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        };
+        if !config.is_object() {
+            return Err(ApiError::bad_request(
+                "error decoding YAML: the applied configuration must be a map",
+            ));
+        }
+        apply::check_config(info, &config)?;
+        let config_name = meta_str(&config, "name").unwrap_or("");
+        if !config_name.is_empty() && config_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({config_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let (typed, unknown) = typed_check(info, config.clone())?;
+        let warnings = match validation {
+            "Strict" if !unknown.is_empty() => return Err(strict_error(&unknown)),
+            "Ignore" => Vec::new(),
+            _ => unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect(),
+        };
+        let config = apply::restrict_to_typed(&config, &typed);
+        let opts = apply::ApplyOptions {
+            manager,
+            force,
+            subresource: status_only.then_some("status"),
+        };
+        // Apply to what exists, or create; a concurrent create or delete makes it try again.
+        for _ in 0..16 {
+            match self.rest.get(info, namespace, name).await {
+                Ok(_) => {
+                    match self
+                        .rest
+                        .patch_as(
+                            info,
+                            namespace,
+                            name,
+                            status_only,
+                            dry_run,
+                            &FieldManager::Applied,
+                            |current| apply::apply(info, Some(current), &config, &opts),
+                        )
+                        .await
+                    {
+                        Err(e) if e.code == 404 && !status_only => continue,
+                        other => return other.map(|obj| (obj, false, warnings)),
+                    }
+                }
+                Err(e) if e.code == 404 && !status_only => {
+                    if config_name.is_empty() {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object () does not match the name on the URL ({name})"
+                        )));
+                    }
+                    let obj = apply::apply(info, None, &config, &opts)?;
+                    match self
+                        .rest
+                        .create_as(info, namespace, obj, dry_run, &FieldManager::Applied)
+                        .await
+                    {
+                        Err(e) if e.reason == "AlreadyExists" => continue,
+                        other => return other.map(|obj| (obj, true, warnings)),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::modified(target(info, name)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -435,25 +587,29 @@ impl ApiServer {
                         .pointer("/spec/finalizers")
                         .cloned()
                         .unwrap_or(json!([]));
+                    let manager = request_manager(headers, query, "UpdateOptions", Some(sub))?;
                     self.rest
-                        .patch(info, namespace, name, false, dry_run, |cur| {
+                        .patch_as(info, namespace, name, false, dry_run, &manager, |cur| {
                             let mut new = cur.clone();
                             new["spec"]["finalizers"] = finalizers.clone();
                             Ok(new)
                         })
                         .await?
                 } else {
+                    let manager = request_manager(headers, query, "UpdateOptions", Some(sub))?;
                     self.rest
-                        .update(info, namespace, name, obj, true, dry_run)
+                        .update_as(info, namespace, name, obj, true, dry_run, &manager)
                         .await?
                 };
                 Ok(json_response(StatusCode::OK, &obj))
             }
             ("status", "patch") => {
-                let obj = self
+                let (obj, _, warnings) = self
                     .patch(info, namespace, name, headers, body, query, true, dry_run)
                     .await?;
-                Ok(json_response(StatusCode::OK, &obj))
+                let mut resp = json_response(StatusCode::OK, &obj);
+                add_warnings(&mut resp, &warnings);
+                Ok(resp)
             }
             ("scale", "get") => {
                 let cur = self.rest.get(info, namespace, name).await?;
@@ -469,9 +625,15 @@ impl ApiServer {
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(PatchType::from_content_type);
+                let options = if verb == "update" {
+                    "UpdateOptions"
+                } else {
+                    "PatchOptions"
+                };
+                let manager = request_manager(headers, query, options, Some(sub))?;
                 let obj = self
                     .rest
-                    .patch(info, namespace, name, false, dry_run, |cur| {
+                    .patch_as(info, namespace, name, false, dry_run, &manager, |cur| {
                         let scale = crate::strategy::scale_of(info, cur);
                         let new_scale = match (verb, patch_type) {
                             ("update", _) => scale_doc.clone(),
@@ -508,28 +670,39 @@ impl ApiServer {
                         )
                     })?
                     .to_string();
+                // Upstream's binding writes the pod without tracking managedFields.
                 self.rest
-                    .patch(info, namespace, name, false, dry_run, |cur| {
-                        if let Some(existing) = cur
-                            .pointer("/spec/nodeName")
-                            .and_then(Value::as_str)
-                            .filter(|n| !n.is_empty())
-                        {
-                            return Err(ApiError::conflict(
-                                target(info, name),
-                                format!("pod {name} is already assigned to node \"{existing}\""),
-                            ));
-                        }
-                        if meta_str(cur, "deletionTimestamp").is_some() {
-                            return Err(ApiError::conflict(
-                                target(info, name),
-                                "pod is being deleted, cannot be assigned to a host",
-                            ));
-                        }
-                        let mut new = cur.clone();
-                        new["spec"]["nodeName"] = json!(node);
-                        Ok(new)
-                    })
+                    .patch_as(
+                        info,
+                        namespace,
+                        name,
+                        false,
+                        dry_run,
+                        &FieldManager::Untracked,
+                        |cur| {
+                            if let Some(existing) = cur
+                                .pointer("/spec/nodeName")
+                                .and_then(Value::as_str)
+                                .filter(|n| !n.is_empty())
+                            {
+                                return Err(ApiError::conflict(
+                                    target(info, name),
+                                    format!(
+                                        "pod {name} is already assigned to node \"{existing}\""
+                                    ),
+                                ));
+                            }
+                            if meta_str(cur, "deletionTimestamp").is_some() {
+                                return Err(ApiError::conflict(
+                                    target(info, name),
+                                    "pod is being deleted, cannot be assigned to a host",
+                                ));
+                            }
+                            let mut new = cur.clone();
+                            new["spec"]["nodeName"] = json!(node);
+                            Ok(new)
+                        },
+                    )
                     .await?;
                 Ok(json_response(
                     StatusCode::CREATED,
@@ -561,6 +734,7 @@ impl ApiServer {
         info: &'static ResourceInfo,
         namespace: Option<&str>,
         query: &HashMap<String, String>,
+        table: bool,
     ) -> ApiResult<Response<Body>> {
         let opts = ListOptions::parse(query, info)?;
         let cache = self.rest.watch_cache(info)?.clone();
@@ -619,8 +793,22 @@ impl ApiServer {
                 s.push('\n');
                 Ok(bytes::Bytes::from(s))
             };
+            // `kubectl get -w` asks for Tables: each object event carries a one-row Table,
+            // with the column definitions only in the first, as upstream sends them.
+            let mut headers_sent = false;
+            let mut object_line = |kind: &str, obj: &Value| {
+                if !table {
+                    return line(kind, obj);
+                }
+                let mut t = crate::table::object_table(info, obj);
+                if headers_sent {
+                    t["columnDefinitions"] = json!([]);
+                }
+                headers_sent = true;
+                line(kind, &t)
+            };
             for obj in initial.iter().filter(|o| opts.matches(o)) {
-                if tx.send(line("ADDED", obj)).await.is_err() {
+                if tx.send(object_line("ADDED", obj)).await.is_err() {
                     return;
                 }
             }
@@ -639,7 +827,7 @@ impl ApiServer {
                     Ok((events, rev)) => {
                         for ev in &events {
                             if let Some((kind, obj)) = visible(ev, namespace.as_deref(), &opts)
-                                && tx.send(line(kind, obj)).await.is_err()
+                                && tx.send(object_line(kind, obj)).await.is_err()
                             {
                                 return;
                             }
@@ -774,8 +962,9 @@ fn decode_object(
             serde_saphyr::from_str(text)
                 .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
         }
-        "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::unsupported_media_type(ct));
+        crate::protobuf::MEDIA_TYPE => {
+            crate::protobuf::decode(body, &info.api_version(), info.kind)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
         }
         _ => return Err(ApiError::unsupported_media_type(ct)),
     };
@@ -820,6 +1009,35 @@ fn decode_object(
             "fieldValidation parameter unsupported: {other}; supported values: Ignore, Warn, Strict"
         ))),
     }
+}
+
+/// The field manager of a create, update or non-apply patch (`options` names the options
+/// kind for errors, `CreateOptions`...): `fieldManager` when given (at most 128 printable
+/// characters, else 422 as upstream), else derived from the User-Agent.
+fn request_manager(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    options: &str,
+    subresource: Option<&str>,
+) -> ApiResult<FieldManager> {
+    let manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => {
+            let causes = apply::field_manager_causes(m);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid("meta.k8s.io", options, "", causes));
+            }
+            m.clone()
+        }
+        None => apply::manager_from_user_agent(
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        ),
+    };
+    Ok(match subresource {
+        Some(sub) => FieldManager::subresource(manager, sub),
+        None => FieldManager::update(manager),
+    })
 }
 
 /// Runs an object through its kind's type: type errors are 400s, unknown fields are dropped

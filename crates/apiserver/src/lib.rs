@@ -6,14 +6,19 @@
 //! per-kind rules in [`strategy`]) → the store; LIST and WATCH are served from the per-resource
 //! [`cache`]. Errors are [`status::ApiError`]s, rendered as Kubernetes `Status` objects.
 
+pub mod allocator;
+pub mod apply;
 pub mod authn;
 pub mod cache;
+pub mod conversion;
+pub mod defaults;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod request;
 pub mod rest;
 pub mod server;

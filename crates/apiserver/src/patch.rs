@@ -86,6 +86,60 @@ fn is_merged_primitive_list(field: &str) -> bool {
     field == "finalizers"
 }
 
+/// How server-side apply treats a list field: upstream's `x-kubernetes-list-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListType {
+    /// `map`: the items are objects identified by these key fields, each with the value
+    /// it takes when an item leaves it out (`protocol` defaults to `TCP`), if any.
+    Map(&'static [(&'static str, Option<&'static str>)]),
+    /// `set`: the items are scalars, each at most once.
+    Set,
+    /// `atomic`: the list is one value, replaced whole.
+    Atomic,
+}
+
+/// The server-side apply list type of the list `field` whose enclosing field is `parent`
+/// (`containers` for a container's `ports`, `spec` for a Service's), in an object of `kind`.
+///
+/// The keys follow upstream's `+listMapKey` tags; they mostly agree with the strategic merge
+/// patch keys of [`merge_key`], except that ports are keyed by port and protocol and
+/// topology spread constraints by topology key and `whenUnsatisfiable`. Lists upstream
+/// does not tag `map` or `set` are atomic.
+pub fn list_type(kind: &str, parent: Option<&str>, field: &str) -> ListType {
+    const NAME: &[(&str, Option<&str>)] = &[("name", None)];
+    const CONTAINER_PORT: &[(&str, Option<&str>)] =
+        &[("containerPort", None), ("protocol", Some("TCP"))];
+    const SERVICE_PORT: &[(&str, Option<&str>)] = &[("port", None), ("protocol", Some("TCP"))];
+    const SPREAD: &[(&str, Option<&str>)] = &[("topologyKey", None), ("whenUnsatisfiable", None)];
+    const TYPE: &[(&str, Option<&str>)] = &[("type", None)];
+    const IP: &[(&str, Option<&str>)] = &[("ip", None)];
+    const MOUNT_PATH: &[(&str, Option<&str>)] = &[("mountPath", None)];
+    const DEVICE_PATH: &[(&str, Option<&str>)] = &[("devicePath", None)];
+    const UID: &[(&str, Option<&str>)] = &[("uid", None)];
+    let in_container = matches!(
+        parent,
+        Some("containers" | "initContainers" | "ephemeralContainers")
+    );
+    match (field, parent) {
+        ("ports", _) if in_container => ListType::Map(CONTAINER_PORT),
+        ("ports", Some("spec")) if kind == "Service" => ListType::Map(SERVICE_PORT),
+        ("ports", _) => ListType::Atomic,
+        ("topologySpreadConstraints", _) => ListType::Map(SPREAD),
+        ("finalizers", Some("metadata")) => ListType::Set,
+        ("addresses", Some("status")) | ("conditions", _) => ListType::Map(TYPE),
+        ("podIPs" | "hostIPs", _) => ListType::Map(IP),
+        ("schedulingGates" | "claims" | "resourceClaims", _) => ListType::Map(NAME),
+        _ => match merge_key(field, None) {
+            Some("name") => ListType::Map(NAME),
+            Some("mountPath") => ListType::Map(MOUNT_PATH),
+            Some("devicePath") => ListType::Map(DEVICE_PATH),
+            Some("ip") => ListType::Map(IP),
+            Some("uid") => ListType::Map(UID),
+            _ => ListType::Atomic,
+        },
+    }
+}
+
 /// Applies a strategic merge patch.
 pub fn strategic_merge_patch(target: &Value, patch: &Value) -> Result<Value, String> {
     let Value::Object(p) = patch else {

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use rkube_api::registry::{Registry, ResourceInfo};
 use rkube_api::selector::{FieldSelector, LabelSelector, selectable_fields};
-use rkube_store::{Error as StoreError, RangeRequest, Store};
+use rkube_store::{Compare, Error as StoreError, Op, RangeRequest, Store, Txn};
 use serde_json::{Value, json};
 
+use crate::allocator::{self, Claims, ServiceRanges, Taken};
+use crate::apply::FieldManager;
 use crate::cache::{WatchCache, decode};
 use crate::meta::{self, meta_str, remove_meta, set_meta};
 use crate::status::{ApiError, ApiResult, Cause, Target};
@@ -132,6 +134,8 @@ pub struct Rest {
     /// The resources served.
     pub registry: &'static Registry,
     caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
+    /// Where Services get their ClusterIPs and NodePorts.
+    ranges: ServiceRanges,
 }
 
 /// `/registry/<group>/<resource>/`.
@@ -146,19 +150,29 @@ pub fn resource_prefix(info: &ResourceInfo) -> String {
 
 impl Rest {
     /// Starts a watch cache for every listable resource and creates the system namespaces.
-    pub async fn start(store: Arc<dyn Store>, registry: &'static Registry) -> ApiResult<Arc<Self>> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        registry: &'static Registry,
+        ranges: ServiceRanges,
+    ) -> ApiResult<Arc<Self>> {
         let mut caches = HashMap::new();
         for info in registry.resources() {
             if info.list_kind.is_none() || caches.contains_key(&(info.group, info.plural)) {
                 continue;
             }
-            let cache = WatchCache::start(store.clone(), resource_prefix(info).into_bytes());
+            let cache = WatchCache::new(resource_prefix(info).into_bytes());
             caches.insert((info.group, info.plural), cache);
         }
+        crate::cache::start_all(
+            store.clone(),
+            b"/registry/".to_vec(),
+            caches.values().cloned().collect(),
+        );
         let rest = Arc::new(Self {
             store,
             registry,
             caches,
+            ranges,
         });
         rest.bootstrap().await?;
         Ok(rest)
@@ -362,13 +376,27 @@ impl Rest {
         Ok(())
     }
 
-    /// Creates an object. `obj` has been decoded and typed-checked by the caller.
+    /// Creates an object as the API server itself (field manager `kube-apiserver`).
     pub async fn create(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        obj: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        self.create_as(info, namespace, obj, dry_run, &FieldManager::server())
+            .await
+    }
+
+    /// Creates an object written by `manager` (recorded in `metadata.managedFields`). `obj`
+    /// has been decoded and typed-checked by the caller.
+    pub async fn create_as(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
         mut obj: Value,
         dry_run: bool,
+        manager: &FieldManager,
     ) -> ApiResult<Value> {
         self.prepare_identity(info, namespace, &mut obj)?;
         if meta_str(&obj, "name").is_none_or(str::is_empty)
@@ -400,19 +428,113 @@ impl Rest {
         } else {
             remove_meta(&mut obj, "generation");
         }
+        crate::defaults::apply(info, &mut obj, true);
+        crate::apply::track(info, None, &mut obj, manager);
         crate::strategy::prepare_for_create(info, &mut obj);
         crate::strategy::validate(info, &obj, None)?;
-        if dry_run {
-            return Ok(obj);
-        }
         let key = Self::key(info, namespace, &name);
-        let bytes = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
-        let revision = self.store.create(&key, bytes).await.map_err(|e| match e {
-            StoreError::AlreadyExists { .. } => ApiError::already_exists(target(info, &name)),
-            other => store_error(other),
-        })?;
-        set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
-        Ok(obj)
+        let mut taken = Taken::default();
+        for attempt in 0..ALLOCATION_ATTEMPTS {
+            let mut candidate = obj.clone();
+            let claims = self.plan_allocation(info, None, &mut candidate, &taken)?;
+            if dry_run {
+                return Ok(candidate);
+            }
+            let bytes = serde_json::to_vec(&candidate).map_err(ApiError::internal)?;
+            let txn = Txn::new()
+                .when(Compare::absent(&key))
+                .then(Op::put(&key, bytes));
+            let resp = self
+                .store
+                .txn(with_claims(txn, &claims))
+                .await
+                .map_err(store_error)?;
+            if resp.succeeded {
+                set_meta(
+                    &mut candidate,
+                    "resourceVersion",
+                    json!(resp.revision.to_string()),
+                );
+                return Ok(candidate);
+            }
+            if resp.current.first().is_some_and(Option::is_some) {
+                return Err(ApiError::already_exists(target(info, &name)));
+            }
+            self.allocation_clash(&claims, &resp.current[1..], &name)?;
+            if attempt >= ALLOCATION_ATTEMPTS / 2 {
+                taken = self.taken().await?;
+            }
+        }
+        Err(ApiError::internal(
+            "could not allocate the Service's IP and ports",
+        ))
+    }
+
+    /// The ClusterIP/NodePort claims of a Service write (none for other kinds).
+    fn plan_allocation(
+        &self,
+        info: &ResourceInfo,
+        old: Option<&Value>,
+        new: &mut Value,
+        taken: &Taken,
+    ) -> ApiResult<Claims> {
+        if !is_service(info) {
+            return Ok(Claims::default());
+        }
+        allocator::plan(&self.ranges, old, new, taken)
+    }
+
+    /// After a failed write: a user-chosen value someone else holds is the user's error;
+    /// a random pick that clashed is retried.
+    fn allocation_clash(
+        &self,
+        claims: &Claims,
+        current: &[Option<rkube_store::KeyValue>],
+        name: &str,
+    ) -> ApiResult<()> {
+        for (claim, cur) in claims.claim.iter().zip(current) {
+            if cur.is_some() && claim.chosen_by_user {
+                return Err(claim.taken(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every allocated IP and port, read when random picks keep clashing (a nearly full
+    /// range).
+    async fn taken(&self) -> ApiResult<Taken> {
+        let resp = self
+            .store
+            .range(RangeRequest::prefix(Taken::PREFIX))
+            .await
+            .map_err(store_error)?;
+        Ok(Taken::from_keys(
+            resp.kvs.iter().map(|kv| kv.key.as_slice()),
+        ))
+    }
+
+    /// Creates (or keeps) the `kubernetes` Service in `default`: the API server at the first
+    /// IP of the service range, as upstream.
+    pub async fn ensure_kubernetes_service(&self, port: u16) -> ApiResult<()> {
+        let info = self
+            .registry
+            .get("", "v1", "services")
+            .ok_or_else(|| ApiError::internal("services are not registered"))?;
+        let ip = self.ranges.first_ip().to_string();
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": ip, "type": "ClusterIP", "sessionAffinity": "None",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        });
+        match self.create(info, Some("default"), svc, false).await {
+            Ok(_) => {
+                tracing::info!(%ip, "created the kubernetes Service");
+                Ok(())
+            }
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets apiVersion/kind and checks the body's namespace against the URL's.
@@ -445,10 +567,26 @@ impl Rest {
         Ok(())
     }
 
-    /// Replaces an object (PUT), or its status with `status_only`.
+    /// Replaces an object (PUT), or its status with `status_only`, as the API server itself.
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        obj: Value,
+        status_only: bool,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let manager = FieldManager::server();
+        self.update_as(info, namespace, name, obj, status_only, dry_run, &manager)
+            .await
+    }
+
+    /// Replaces an object (PUT), or its status with `status_only`, written by `manager`.
     ///
     /// `expected_rv` (from the body's resourceVersion) makes the update conditional.
-    pub async fn update(
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_as(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -456,6 +594,7 @@ impl Rest {
         mut obj: Value,
         status_only: bool,
         dry_run: bool,
+        manager: &FieldManager,
     ) -> ApiResult<Value> {
         self.prepare_identity(info, namespace, &mut obj)?;
         match meta_str(&obj, "name") {
@@ -480,7 +619,7 @@ impl Rest {
             let current = match self.get(info, namespace, name).await {
                 Ok(c) => c,
                 Err(e) if e.code == 404 && create_on_update(info) && !status_only => {
-                    return self.create(info, namespace, obj, dry_run).await;
+                    return self.create_as(info, namespace, obj, dry_run, manager).await;
                 }
                 Err(e) => return Err(e),
             };
@@ -492,6 +631,11 @@ impl Rest {
             let mut new = obj.clone();
             merge_preserved(info, &current.object, &mut new, status_only);
             validate_meta(info, &new, name, false)?;
+            crate::defaults::apply(info, &mut new, false);
+            if is_service(info) {
+                allocator::keep_allocated(&current.object, &mut new);
+            }
+            crate::apply::track(info, Some(&current.object), &mut new, manager);
             crate::strategy::validate(info, &new, Some(&current.object))?;
             return match self
                 .write_update(info, &key, name, &current, new, dry_run)
@@ -512,9 +656,41 @@ impl Rest {
         key: &[u8],
         name: &str,
         current: &Current,
-        mut new: Value,
+        new: Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        let mut taken = Taken::default();
+        for attempt in 0..ALLOCATION_ATTEMPTS {
+            let mut candidate = new.clone();
+            let claims =
+                self.plan_allocation(info, Some(&current.object), &mut candidate, &taken)?;
+            if let Some(written) = self
+                .write_update_once(info, key, name, current, candidate, dry_run, &claims)
+                .await?
+            {
+                return Ok(written);
+            }
+            if attempt >= ALLOCATION_ATTEMPTS / 2 {
+                taken = self.taken().await?;
+            }
+        }
+        Err(ApiError::internal(
+            "could not allocate the Service's IP and ports",
+        ))
+    }
+
+    /// One try of [`Self::write_update`]; `None` when a randomly picked IP or port clashed.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_update_once(
+        &self,
+        info: &ResourceInfo,
+        key: &[u8],
+        name: &str,
+        current: &Current,
+        mut new: Value,
+        dry_run: bool,
+        claims: &Claims,
+    ) -> ApiResult<Option<Value>> {
         let mut old_cmp = current.object.clone();
         remove_meta(&mut old_cmp, "resourceVersion");
         remove_meta(&mut new, "resourceVersion");
@@ -527,7 +703,7 @@ impl Rest {
         }
         if old_cmp == new {
             // Nothing changed: no write, the resourceVersion stays (as upstream).
-            return Ok(current.object.clone());
+            return Ok(Some(current.object.clone()));
         }
         if meta_str(&new, "deletionTimestamp").is_some()
             && pending_finalizers(&old_cmp) > 0
@@ -535,18 +711,20 @@ impl Rest {
         {
             // The update removed the last finalizer of an object being deleted.
             if dry_run {
-                return Ok(new);
+                return Ok(Some(new));
             }
             let revision = self
-                .store
-                .delete(key, current.revision)
+                .delete_stored(info, key, name, current)
                 .await
-                .map_err(|e| match e {
-                    StoreError::Conflict { .. } => ApiError::modified(target(info, name)),
-                    other => store_error(other),
+                .map_err(|e| {
+                    if e.code == 404 {
+                        ApiError::modified(target(info, name))
+                    } else {
+                        e
+                    }
                 })?;
             set_meta(&mut new, "resourceVersion", json!(revision.to_string()));
-            return Ok(new);
+            return Ok(Some(new));
         }
         if dry_run {
             set_meta(
@@ -554,26 +732,68 @@ impl Rest {
                 "resourceVersion",
                 json!(current.revision.to_string()),
             );
-            return Ok(new);
+            return Ok(Some(new));
         }
         let bytes = serde_json::to_vec(&new).map_err(ApiError::internal)?;
-        let revision = self
+        let txn = Txn::new()
+            .when(Compare::mod_revision(key, current.revision))
+            .then(Op::put(key, bytes));
+        let resp = self
             .store
-            .update(key, bytes, current.revision)
+            .txn(with_claims(txn, claims))
             .await
-            .map_err(|e| match e {
-                StoreError::Conflict { current: None, .. } => {
-                    ApiError::not_found(target(info, name))
+            .map_err(store_error)?;
+        if !resp.succeeded {
+            match resp.current.first() {
+                Some(None) => return Err(ApiError::not_found(target(info, name))),
+                Some(Some(kv)) if kv.mod_revision != current.revision => {
+                    return Err(ApiError::modified(target(info, name)));
                 }
-                StoreError::Conflict { .. } => ApiError::modified(target(info, name)),
-                other => store_error(other),
-            })?;
-        set_meta(&mut new, "resourceVersion", json!(revision.to_string()));
-        Ok(new)
+                _ => {}
+            }
+            self.allocation_clash(claims, &resp.current[1..], name)?;
+            return Ok(None);
+        }
+        set_meta(
+            &mut new,
+            "resourceVersion",
+            json!(resp.revision.to_string()),
+        );
+        Ok(Some(new))
     }
 
-    /// Applies `patch_fn` to the current object and writes the result, retrying on conflicts
-    /// (a patch is relative to whatever is current).
+    /// Deletes the stored object (CAS on its revision) and, for a Service, its IP and ports.
+    /// A concurrent change is a `Conflict`, a vanished object `NotFound`.
+    async fn delete_stored(
+        &self,
+        info: &ResourceInfo,
+        key: &[u8],
+        name: &str,
+        current: &Current,
+    ) -> ApiResult<i64> {
+        let mut txn = Txn::new()
+            .when(Compare::mod_revision(key, current.revision))
+            .then(Op::delete(key));
+        if is_service(info) {
+            for held in allocator::held_keys(&current.object) {
+                txn = txn.then(Op::delete(held));
+            }
+        }
+        let resp = self.store.txn(txn).await.map_err(store_error)?;
+        if resp.succeeded {
+            return Ok(resp.revision);
+        }
+        match resp.current.first() {
+            Some(Some(_)) => Err(ApiError::conflict(
+                target(info, name),
+                "the object has been modified".to_owned(),
+            )),
+            _ => Err(ApiError::not_found(target(info, name))),
+        }
+    }
+
+    /// Applies `patch_fn` to the current object and writes the result as the API server
+    /// itself; see [`Self::patch_as`].
     pub async fn patch(
         &self,
         info: &ResourceInfo,
@@ -581,6 +801,32 @@ impl Rest {
         name: &str,
         status_only: bool,
         dry_run: bool,
+        patch_fn: impl Fn(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        let manager = FieldManager::server();
+        self.patch_as(
+            info,
+            namespace,
+            name,
+            status_only,
+            dry_run,
+            &manager,
+            patch_fn,
+        )
+        .await
+    }
+
+    /// Applies `patch_fn` to the current object and writes the result, written by
+    /// `manager`, retrying on conflicts (a patch is relative to whatever is current).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_as(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        status_only: bool,
+        dry_run: bool,
+        manager: &FieldManager,
         patch_fn: impl Fn(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
         let key = Self::key(info, namespace, name);
@@ -602,6 +848,11 @@ impl Rest {
             }
             merge_preserved(info, &current.object, &mut new_checked, status_only);
             validate_meta(info, &new_checked, name, false)?;
+            crate::defaults::apply(info, &mut new_checked, false);
+            if is_service(info) {
+                allocator::keep_allocated(&current.object, &mut new_checked);
+            }
+            crate::apply::track(info, Some(&current.object), &mut new_checked, manager);
             crate::strategy::validate(info, &new_checked, Some(&current.object))?;
             match self
                 .write_update(info, &key, name, &current, new_checked, dry_run)
@@ -726,20 +977,38 @@ impl Rest {
             if dry_run {
                 return Ok((obj, true));
             }
-            match self.store.delete(&key, current.revision).await {
+            match self.delete_stored(info, &key, name, &current).await {
                 Ok(revision) => {
                     set_meta(&mut obj, "resourceVersion", json!(revision.to_string()));
                     return Ok((obj, true));
                 }
-                Err(StoreError::Conflict { current: None, .. }) => {
-                    return Err(ApiError::not_found(target(info, name)));
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_error(e)),
+                Err(e) if e.reason == "Conflict" => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(ApiError::modified(target(info, name)))
     }
+}
+
+/// How often a Service write re-picks clashing random IPs/ports (the second half of the
+/// attempts picks around every allocated value).
+const ALLOCATION_ATTEMPTS: usize = 8;
+
+fn is_service(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.plural == "services"
+}
+
+/// Adds a Service write's claims (keys that must be absent, then created) and releases.
+fn with_claims(mut txn: Txn, claims: &Claims) -> Txn {
+    for claim in &claims.claim {
+        txn = txn
+            .when(Compare::absent(&claim.key))
+            .then(Op::put(&claim.key, b"{}".to_vec()));
+    }
+    for key in &claims.release {
+        txn = txn.then(Op::delete(key));
+    }
+    txn
 }
 
 /// Finalizers that still hold an object: `metadata.finalizers`, and for namespaces also

@@ -14,6 +14,7 @@ use rkube_store::Store;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::allocator::ServiceRanges;
 use crate::authn::Authenticator;
 use crate::handlers::ApiServer;
 use crate::pki::{ClusterPki, PkiOptions};
@@ -34,6 +35,8 @@ pub struct Config {
     pub kubeconfig: PathBuf,
     /// The Service IP range (`--service-cidr`).
     pub service_cidr: String,
+    /// The Service NodePort range (`--service-node-port-range`, `FROM-TO`).
+    pub service_node_port_range: String,
 }
 
 /// A running API server.
@@ -69,6 +72,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A bad range flag.
+    #[error("{0}")]
+    Config(String),
     /// Bootstrapping the storage.
     #[error("cannot initialise the API storage: {0}")]
     Storage(#[from] crate::status::ApiError),
@@ -104,7 +110,10 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let rest = Rest::start(store, rkube_api::registry::registry()).await?;
+    let ranges = ServiceRanges::parse(&config.service_cidr, &config.service_node_port_range)
+        .map_err(StartError::Config)?;
+    let rest = Rest::start(store, rkube_api::registry::registry(), ranges).await?;
+    rest.ensure_kubernetes_service(local_addr.port()).await?;
     let host = if local_addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {

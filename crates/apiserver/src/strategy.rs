@@ -37,6 +37,45 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if kind_of(info) == ("", "secrets") && obj.get("type").is_none() {
         obj["type"] = json!("Opaque");
     }
+    if kind_of(info) == ("batch", "jobs") {
+        generate_job_selector(obj);
+    }
+}
+
+/// Upstream's generated Job selector: unless `manualSelector` is set, the pods are labelled
+/// with the Job's uid and name, and the selector matches the uid.
+fn generate_job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = meta_str(job, "uid").unwrap_or("").to_owned();
+    let name = meta_str(job, "name").unwrap_or("").to_owned();
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.contains_key("selector") {
+        // Left for validation to refuse: a selector needs `manualSelector: true`.
+        return;
+    }
+    let labels = [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ];
+    if let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) {
+        let meta = template.entry("metadata").or_insert_with(|| json!({}));
+        if !meta.get("labels").is_some_and(Value::is_object) {
+            meta["labels"] = json!({});
+        }
+        for (k, v) in labels {
+            meta["labels"][k] = json!(v);
+        }
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
 }
 
 /// Upstream's QoS class of a pod: Guaranteed when every container has equal CPU and memory
@@ -132,6 +171,20 @@ pub fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> ApiRes
                 "spec.template.spec",
                 &mut causes,
             );
+            let generated = obj
+                .pointer("/spec/selector/matchLabels/batch.kubernetes.io~1controller-uid")
+                .and_then(Value::as_str)
+                == meta_str(obj, "uid");
+            if old.is_none()
+                && !generated
+                && obj.pointer("/spec/manualSelector") != Some(&json!(true))
+            {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    obj.pointer("/spec/selector").unwrap_or(&Value::Null),
+                    "`selector` not auto-generated",
+                ));
+            }
             if let Some(old) = old
                 && old.pointer("/spec/template") != obj.pointer("/spec/template")
                 && old.pointer("/spec/suspend") != Some(&json!(true))

@@ -55,6 +55,9 @@ pub(crate) struct ServerArgs {
     /// IP range for Service cluster IPs.
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
     pub(crate) service_cidr: String,
+    /// Port range for Service NodePorts.
+    #[arg(long, default_value = "30000-32767", value_name = "FROM-TO")]
+    pub(crate) service_node_port_range: String,
 }
 
 /// Splits `http://a:1,b:2` into endpoints, each with a scheme.
@@ -137,6 +140,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         token_auth_file: args.token_auth_file.clone(),
         kubeconfig: kubeconfig.clone(),
         service_cidr: args.service_cidr.clone(),
+        service_node_port_range: args.service_node_port_range.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = rkube_apiserver::server::start(config, store, async {

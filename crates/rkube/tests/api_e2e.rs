@@ -718,8 +718,8 @@ async fn status_subresource_and_generation() {
     assert_eq!(d.status.unwrap().replicas, Some(3));
     assert_eq!(
         d.spec.unwrap().replicas,
-        None,
-        "spec untouched by a status write"
+        Some(1),
+        "spec untouched by a status write (replicas defaulted to 1 on create)"
     );
     assert_eq!(d.metadata.generation, Some(1));
     let scale = deployments.get_scale("d").await.unwrap();
