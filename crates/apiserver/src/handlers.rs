@@ -528,7 +528,10 @@ impl ApiServer {
                             status_only,
                             dry_run,
                             &FieldManager::Applied,
-                            |current| apply::apply(info, Some(current), &config, &opts),
+                            |current| {
+                                let merged = apply::apply(info, Some(current), &config, &opts)?;
+                                Ok(typed_check(info, merged)?.0)
+                            },
                         )
                         .await
                     {
@@ -542,7 +545,7 @@ impl ApiServer {
                             "the name of the object () does not match the name on the URL ({name})"
                         )));
                     }
-                    let obj = apply::apply(info, None, &config, &opts)?;
+                    let obj = typed_check(info, apply::apply(info, None, &config, &opts)?)?.0;
                     match self
                         .rest
                         .create_as(info, namespace, obj, dry_run, &FieldManager::Applied)
@@ -1043,6 +1046,13 @@ fn request_manager(
 /// Runs an object through its kind's type: type errors are 400s, unknown fields are dropped
 /// and reported.
 fn typed_check(info: &ResourceInfo, mut obj: Value) -> ApiResult<(Value, Vec<String>)> {
+    if !obj.is_object() {
+        // E.g. a JSON patch that replaced the whole document with an array.
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: the object must be a JSON object",
+            info.kind, info.version, info.kind
+        )));
+    }
     if obj.get("apiVersion").is_none() {
         obj["apiVersion"] = json!(info.api_version());
     }
