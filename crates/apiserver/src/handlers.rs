@@ -658,8 +658,7 @@ impl ApiServer {
                 ))
             }
             ("binding", "create") => {
-                let binding: Value = serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+                let binding = decode_sub_body(headers, body, "v1", "Binding")?;
                 let node = binding
                     .pointer("/target/name")
                     .and_then(Value::as_str)
@@ -713,8 +712,7 @@ impl ApiServer {
                 ))
             }
             ("eviction", "create") => {
-                let eviction: Value = serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {e}")))?;
+                let eviction = decode_sub_body(headers, body, "policy/v1", "Eviction")?;
                 let options = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
                 self.rest
                     .delete(info, namespace, name, &options, dry_run)
@@ -1087,6 +1085,31 @@ fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
             resp.headers_mut().append("Warning", v);
         }
     }
+}
+
+/// A subresource's body (Binding, Eviction): JSON, or protobuf as Go clients send it.
+fn decode_sub_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    api_version: &str,
+    kind: &str,
+) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let value: Value = if media == crate::protobuf::MEDIA_TYPE {
+        crate::protobuf::decode(body, api_version, kind)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding {kind}: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!("{kind} must be a JSON object")));
+    }
+    Ok(value)
 }
 
 /// DeleteOptions from the body, with query parameters taking their place when given.

@@ -277,3 +277,54 @@ async fn malformed_protobuf_gets_a_bad_request_status() {
     assert_eq!(created["data"], json!({"a": "b"}));
     assert_eq!(created["metadata"]["name"], "ok");
 }
+
+/// Go clients (kube-scheduler, `kubectl drain`) send subresource bodies as protobuf too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_binding_and_eviction() {
+    let s = Server::start(&[]);
+    let client = s.client().await;
+    for name in ["bound", "evicted"] {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        let req = http::Request::post("/api/v1/namespaces/default/pods")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&pod).unwrap())
+            .unwrap();
+        client.request_text(req).await.unwrap();
+    }
+    // Binding{metadata{name}, target: ObjectReference{kind=1, name=3}}.
+    let mut binding = field(1, &field(1, b"bound"));
+    binding.extend(field(2, &[field(1, b"Node"), field(3, b"node-1")].concat()));
+    let req = http::Request::post("/api/v1/namespaces/default/pods/bound/binding")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(envelope("v1", "Binding", &binding))
+        .unwrap();
+    client.request_text(req).await.unwrap();
+    let pod: Value = serde_json::from_str(
+        &client
+            .request_text(
+                http::Request::get("/api/v1/namespaces/default/pods/bound")
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pod["spec"]["nodeName"], "node-1");
+    // Eviction{metadata{name}}.
+    let eviction = field(1, &field(1, b"evicted"));
+    let req = http::Request::post("/api/v1/namespaces/default/pods/evicted/eviction")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(envelope("policy/v1", "Eviction", &eviction))
+        .unwrap();
+    client.request_text(req).await.unwrap();
+    let get = http::Request::get("/api/v1/namespaces/default/pods/evicted")
+        .body(Vec::new())
+        .unwrap();
+    match client.request_text(get).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 404, "evicted (unbound) pod is gone"),
+        Ok(text) => assert!(text.contains("deletionTimestamp"), "eviction started the deletion"),
+        Err(e) => panic!("{e}"),
+    }
+}
