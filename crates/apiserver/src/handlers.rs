@@ -798,6 +798,13 @@ impl ApiServer {
             // with the column definitions only in the first, as upstream sends them.
             let mut headers_sent = false;
             let mut object_line = |kind: &str, obj: &Value| {
+                let converted;
+                let obj = if crate::conversion::storage_version(info).is_some() {
+                    converted = crate::conversion::from_storage(info, obj.clone());
+                    &converted
+                } else {
+                    obj
+                };
                 if !table {
                     return line(kind, obj);
                 }
@@ -1107,7 +1114,9 @@ fn decode_sub_body(
             .map_err(|e| ApiError::bad_request(format!("error decoding {kind}: {e}")))?
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request(format!("{kind} must be a JSON object")));
+        return Err(ApiError::bad_request(format!(
+            "{kind} must be a JSON object"
+        )));
     }
     Ok(value)
 }

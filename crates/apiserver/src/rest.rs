@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::allocator::{self, Claims, ServiceRanges, Taken};
 use crate::apply::FieldManager;
 use crate::cache::{WatchCache, decode};
+use crate::conversion;
 use crate::meta::{self, meta_str, remove_meta, set_meta};
 use crate::status::{ApiError, ApiResult, Cause, Target};
 
@@ -227,9 +228,18 @@ impl Rest {
         let object = decode(&kv.value, kv.mod_revision)
             .ok_or_else(|| ApiError::internal(format!("stored object {name} is not JSON")))?;
         Ok(Current {
-            object,
+            object: conversion::from_storage(info, object),
             revision: kv.mod_revision,
         })
+    }
+
+    /// The registry entry of the version `info`'s resource is stored in (itself, unless it
+    /// is served in several versions; see [`conversion`]).
+    fn storage_info(&self, info: &ResourceInfo) -> &'static ResourceInfo {
+        let version = conversion::storage_version(info).unwrap_or(info.version);
+        self.registry
+            .get(info.group, version, info.plural)
+            .expect("every served resource has its storage version registered")
     }
 
     /// Lists objects (a whole `kind: XList` document).
@@ -277,12 +287,13 @@ impl Rest {
         if let Some(r) = remaining {
             metadata["remainingItemCount"] = json!(r);
         }
-        Ok(json!({
+        let list = json!({
             "kind": info.list_kind.unwrap_or("List"),
             "apiVersion": info.api_version(),
             "metadata": metadata,
             "items": items,
-        }))
+        });
+        Ok(conversion::list_from_storage(info, list))
     }
 
     /// A paged (or exact-revision) list read from the store, as upstream does with etcd.
@@ -391,6 +402,23 @@ impl Rest {
     /// Creates an object written by `manager` (recorded in `metadata.managedFields`). `obj`
     /// has been decoded and typed-checked by the caller.
     pub async fn create_as(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        obj: Value,
+        dry_run: bool,
+        manager: &FieldManager,
+    ) -> ApiResult<Value> {
+        let storage = self.storage_info(info);
+        let obj = conversion::to_storage(info, obj);
+        let created = self
+            .create_stored(storage, namespace, obj, dry_run, manager)
+            .await?;
+        Ok(conversion::from_storage(info, created))
+    }
+
+    /// [`Self::create_as`] in the storage version.
+    async fn create_stored(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -587,6 +615,26 @@ impl Rest {
     /// `expected_rv` (from the body's resourceVersion) makes the update conditional.
     #[allow(clippy::too_many_arguments)]
     pub async fn update_as(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        obj: Value,
+        status_only: bool,
+        dry_run: bool,
+        manager: &FieldManager,
+    ) -> ApiResult<Value> {
+        let storage = self.storage_info(info);
+        let obj = conversion::to_storage(info, obj);
+        let updated = self
+            .update_stored(storage, namespace, name, obj, status_only, dry_run, manager)
+            .await?;
+        Ok(conversion::from_storage(info, updated))
+    }
+
+    /// [`Self::update_as`] in the storage version.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_stored(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -818,8 +866,53 @@ impl Rest {
 
     /// Applies `patch_fn` to the current object and writes the result, written by
     /// `manager`, retrying on conflicts (a patch is relative to whatever is current).
+    /// `patch_fn` sees and returns the object in `info`'s version.
     #[allow(clippy::too_many_arguments)]
     pub async fn patch_as(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        status_only: bool,
+        dry_run: bool,
+        manager: &FieldManager,
+        patch_fn: impl Fn(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        let storage = self.storage_info(info);
+        if std::ptr::eq(storage, info) || conversion::storage_version(info).is_none() {
+            return self
+                .patch_stored(
+                    info,
+                    namespace,
+                    name,
+                    status_only,
+                    dry_run,
+                    manager,
+                    patch_fn,
+                )
+                .await;
+        }
+        let converted = |stored: &Value| {
+            let served = conversion::from_storage(info, stored.clone());
+            Ok(conversion::to_storage(info, patch_fn(&served)?))
+        };
+        let patched = self
+            .patch_stored(
+                storage,
+                namespace,
+                name,
+                status_only,
+                dry_run,
+                manager,
+                converted,
+            )
+            .await?;
+        Ok(conversion::from_storage(info, patched))
+    }
+
+    /// [`Self::patch_as`] in the storage version.
+    #[allow(clippy::too_many_arguments)]
+    async fn patch_stored(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
@@ -868,6 +961,27 @@ impl Rest {
     /// Deletes an object per `DeleteOptions`. Returns the object and whether it is gone now
     /// (false: it was marked for deletion and waits for finalizers or a graceful stop).
     pub async fn delete(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        options: &Value,
+        dry_run: bool,
+    ) -> ApiResult<(Value, bool)> {
+        let storage = self.storage_info(info);
+        let (obj, gone) = self
+            .delete_in_storage(storage, namespace, name, options, dry_run)
+            .await?;
+        let obj = if obj.is_null() {
+            obj
+        } else {
+            conversion::from_storage(info, obj)
+        };
+        Ok((obj, gone))
+    }
+
+    /// [`Self::delete`] in the storage version.
+    async fn delete_in_storage(
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,

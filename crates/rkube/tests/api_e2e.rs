@@ -1026,3 +1026,91 @@ fn pem_to_der(pem: &[u8]) -> Vec<u8> {
         .decode(b64)
         .unwrap()
 }
+
+/// HorizontalPodAutoscalers are stored as autoscaling/v2 and served as v1 too: each version
+/// sees its own shape, and v2-only fields survive a read-modify-write through v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_served_as_v1_and_v2() {
+    use k8s_openapi::api::autoscaling::{v1 as hpa_v1, v2 as hpa_v2};
+    let s = Server::start(&[]);
+    let client = s.client().await;
+    let v1: Api<hpa_v1::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let v2: Api<hpa_v2::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
+    let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"});
+    let created: hpa_v1::HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": target, "minReplicas": 2, "maxReplicas": 5,
+                 "targetCPUUtilizationPercentage": 70}}))
+    .unwrap();
+    let out = v1.create(&PostParams::default(), &created).await.unwrap();
+    assert_eq!(
+        out.spec.unwrap().target_cpu_utilization_percentage,
+        Some(70)
+    );
+    let as_v2 = v2.get("web").await.unwrap();
+    let metrics = as_v2.spec.unwrap().metrics.unwrap();
+    let cpu = metrics[0].resource.as_ref().unwrap();
+    assert_eq!(
+        (cpu.name.as_str(), cpu.target.average_utilization),
+        ("cpu", Some(70))
+    );
+
+    // A v2 object with a metric v1 cannot express.
+    let mem: hpa_v2::HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "mem"},
+        "spec": {"scaleTargetRef": target, "maxReplicas": 4, "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "1Gi"}}}]}}))
+    .unwrap();
+    v2.create(&PostParams::default(), &mem).await.unwrap();
+    let mut seen_v1 = v1.get("mem").await.unwrap();
+    assert_eq!(
+        seen_v1
+            .spec
+            .as_ref()
+            .unwrap()
+            .target_cpu_utilization_percentage,
+        Some(50)
+    );
+    // Read-modify-write through v1 keeps the memory metric.
+    seen_v1.spec.as_mut().unwrap().max_replicas = 6;
+    v1.replace("mem", &PostParams::default(), &seen_v1)
+        .await
+        .unwrap();
+    let back = v2.get("mem").await.unwrap().spec.unwrap();
+    assert_eq!(back.max_replicas, 6);
+    assert_eq!(
+        back.metrics.unwrap().len(),
+        2,
+        "the v2-only metric survived"
+    );
+    // A merge patch through v1 converts too.
+    v1.patch(
+        "mem",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minReplicas": 3}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v2.get("mem").await.unwrap().spec.unwrap().min_replicas,
+        Some(3)
+    );
+    // Lists in both versions.
+    assert_eq!(
+        v1.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+    let listed = v2.list(&ListParams::default()).await.unwrap();
+    assert!(
+        listed
+            .items
+            .iter()
+            .all(|h| h.spec.as_ref().unwrap().metrics.is_some())
+    );
+    // kubectl reads the preferred version (v2).
+    let out = s.kubectl(&["get", "hpa", "mem", "-o", "jsonpath={.apiVersion}"]);
+    assert_eq!(out, "autoscaling/v2");
+    v1.delete("web", &Default::default()).await.unwrap();
+    assert!(v2.get_opt("web").await.unwrap().is_none());
+}

@@ -324,7 +324,10 @@ async fn protobuf_binding_and_eviction() {
         .unwrap();
     match client.request_text(get).await {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 404, "evicted (unbound) pod is gone"),
-        Ok(text) => assert!(text.contains("deletionTimestamp"), "eviction started the deletion"),
+        Ok(text) => assert!(
+            text.contains("deletionTimestamp"),
+            "eviction started the deletion"
+        ),
         Err(e) => panic!("{e}"),
     }
 }
