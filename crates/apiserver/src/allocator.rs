@@ -480,16 +480,31 @@ fn range_full(what: &str) -> ApiError {
     ApiError::internal(format!("failed to allocate a {what}: range is full"))
 }
 
+/// The `n % count`-th value of `candidates` that `is_free`, if any is.
+fn nth_free<T: Copy>(
+    candidates: impl Iterator<Item = T> + Clone,
+    is_free: impl Fn(T) -> bool,
+) -> Option<T> {
+    let count = candidates.clone().filter(|c| is_free(*c)).count();
+    if count == 0 {
+        return None;
+    }
+    let n = (random() % count as u128) as usize;
+    candidates.filter(|c| is_free(*c)).nth(n)
+}
+
 fn pick_ip(cidr: &Cidr, taken: &Taken) -> ApiResult<String> {
     let max = cidr.max_offset();
     // Upstream's static band: the low addresses are left for users' own choices.
     let band = (max / 16).clamp(16, 256).min(max / 2);
     if taken.complete {
-        let free = (band + 1..=max)
-            .chain(1..=band)
+        // A random free value, not the first: concurrent writers that all had to scan
+        // would otherwise keep picking the same one.
+        let free = |o: u128| !taken.ips.contains(&cidr.addr(o).to_string());
+        let offset = nth_free(band + 1..=max, free).or_else(|| nth_free(1..=band, free));
+        return offset
             .map(|o| cidr.addr(o).to_string())
-            .find(|ip| !taken.ips.contains(ip));
-        return free.ok_or_else(|| range_full("serviceIP"));
+            .ok_or_else(|| range_full("serviceIP"));
     }
     let offset = band + 1 + random() % (max - band);
     Ok(cidr.addr(offset).to_string())
@@ -498,8 +513,7 @@ fn pick_ip(cidr: &Cidr, taken: &Taken) -> ApiResult<String> {
 fn pick_port(ranges: &ServiceRanges, taken: &Taken, own: &BTreeSet<u16>) -> ApiResult<u16> {
     let (lo, hi) = ranges.node_ports;
     if taken.complete {
-        return (lo..=hi)
-            .find(|p| !taken.ports.contains(p) && !own.contains(p))
+        return nth_free(lo..=hi, |p| !taken.ports.contains(&p) && !own.contains(&p))
             .ok_or_else(|| range_full("nodePort"));
     }
     for _ in 0..64 {

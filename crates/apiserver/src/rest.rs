@@ -462,7 +462,7 @@ impl Rest {
         crate::strategy::validate(info, &obj, None)?;
         let key = Self::key(info, namespace, &name);
         let mut taken = Taken::default();
-        for attempt in 0..ALLOCATION_ATTEMPTS {
+        for _ in 0..ALLOCATION_ATTEMPTS {
             let mut candidate = obj.clone();
             let claims = self.plan_allocation(info, None, &mut candidate, &taken)?;
             if dry_run {
@@ -489,9 +489,7 @@ impl Rest {
                 return Err(ApiError::already_exists(target(info, &name)));
             }
             self.allocation_clash(&claims, &resp.current[1..], &name)?;
-            if attempt >= ALLOCATION_ATTEMPTS / 2 {
-                taken = self.taken().await?;
-            }
+            taken = self.taken().await?;
         }
         Err(ApiError::internal(
             "could not allocate the Service's IP and ports",
@@ -708,7 +706,7 @@ impl Rest {
         dry_run: bool,
     ) -> ApiResult<Value> {
         let mut taken = Taken::default();
-        for attempt in 0..ALLOCATION_ATTEMPTS {
+        for _ in 0..ALLOCATION_ATTEMPTS {
             let mut candidate = new.clone();
             let claims =
                 self.plan_allocation(info, Some(&current.object), &mut candidate, &taken)?;
@@ -718,9 +716,7 @@ impl Rest {
             {
                 return Ok(written);
             }
-            if attempt >= ALLOCATION_ATTEMPTS / 2 {
-                taken = self.taken().await?;
-            }
+            taken = self.taken().await?;
         }
         Err(ApiError::internal(
             "could not allocate the Service's IP and ports",
@@ -1104,9 +1100,10 @@ impl Rest {
     }
 }
 
-/// How often a Service write re-picks clashing random IPs/ports (the second half of the
-/// attempts picks around every allocated value).
-const ALLOCATION_ATTEMPTS: usize = 8;
+/// How often a Service write re-picks clashing IPs/ports. After the first clash every pick
+/// is made among the values the store shows free, so a retry fails only when another
+/// writer took the same value in between.
+const ALLOCATION_ATTEMPTS: usize = 64;
 
 fn is_service(info: &ResourceInfo) -> bool {
     info.group.is_empty() && info.plural == "services"

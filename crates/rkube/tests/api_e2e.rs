@@ -1114,3 +1114,242 @@ async fn hpa_served_as_v1_and_v2() {
     v1.delete("web", &Default::default()).await.unwrap();
     assert!(v2.get_opt("web").await.unwrap().is_none());
 }
+
+/// ClusterIPs and NodePorts: distinct under concurrency, user choices checked, released on
+/// delete and on type change, and a full range reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ip_and_node_port_allocation() {
+    use k8s_openapi::api::core::v1::Service;
+    let s = Server::start(&[
+        "--service-cidr",
+        "10.96.0.0/27",
+        "--service-node-port-range",
+        "30000-30009",
+    ]);
+    let client = s.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let kubernetes = svcs.get("kubernetes").await.unwrap().spec.unwrap();
+    assert_eq!(kubernetes.cluster_ip.as_deref(), Some("10.96.0.1"));
+    let service = |name: &str, spec: serde_json::Value| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    // 29 addresses are left in the /27 (30 usable, .1 is the kubernetes Service).
+    let creates = (0..29).map(|i| {
+        let svcs = svcs.clone();
+        let svc = service(&format!("s{i}"), json!({"ports": [{"port": 80}]}));
+        async move { svcs.create(&PostParams::default(), &svc).await }
+    });
+    let created = futures::future::join_all(creates).await;
+    let mut ips = std::collections::BTreeSet::new();
+    for svc in created {
+        let spec = svc.expect("create while the range has room").spec.unwrap();
+        let ip = spec.cluster_ip.unwrap();
+        assert!(ip.starts_with("10.96.0."), "{ip}");
+        assert_eq!(spec.cluster_ips, Some(vec![ip.clone()]));
+        assert!(ips.insert(ip), "duplicate ClusterIP");
+    }
+    let full = svcs
+        .create(
+            &PostParams::default(),
+            &service("s-full", json!({"ports": [{"port": 80}]})),
+        )
+        .await;
+    match full {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 500);
+            assert!(e.message.contains("range is full"), "{}", e.message);
+        }
+        other => panic!("expected a full range, got {other:?}"),
+    }
+    assert!(
+        svcs.get_opt("s-full").await.unwrap().is_none(),
+        "nothing stored"
+    );
+    // Deleting frees the IP for a user who asks for it; a taken one is refused.
+    let freed = svcs
+        .get("s0")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let taken = svcs
+        .get("s1")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    svcs.delete("s0", &DeleteParams::default()).await.unwrap();
+    let again = service(
+        "again",
+        json!({"clusterIP": freed, "ports": [{"port": 80}]}),
+    );
+    svcs.create(&PostParams::default(), &again).await.unwrap();
+    for (name, ip, message) in [
+        ("clash", taken.as_str(), "provided IP is already allocated"),
+        ("outside", "192.168.1.1", "is not in the valid range"),
+    ] {
+        let svc = service(name, json!({"clusterIP": ip, "ports": [{"port": 80}]}));
+        match svcs.create(&PostParams::default(), &svc).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+                assert!(e.message.contains(message), "{}", e.message);
+            }
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+    // NodePorts: room for 10; five Services of two ports each take them all.
+    for i in 2..12 {
+        svcs.delete(&format!("s{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let creates = (0..5).map(|i| {
+        let svcs = svcs.clone();
+        let svc = service(
+            &format!("np{i}"),
+            json!({"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}),
+        );
+        async move { svcs.create(&PostParams::default(), &svc).await }
+    });
+    let mut ports = std::collections::BTreeSet::new();
+    for svc in futures::future::join_all(creates).await {
+        for p in svc.unwrap().spec.unwrap().ports.unwrap() {
+            let n = p.node_port.unwrap();
+            assert!((30000..=30009).contains(&n));
+            assert!(ports.insert(n), "duplicate NodePort {n}");
+        }
+    }
+    let err = s.kubectl_err(&["create", "service", "nodeport", "np-full", "--tcp=80:8080"]);
+    assert!(err.contains("range is full"), "{err}");
+    // Back to ClusterIP: the NodePorts go back to the range and can be asked for.
+    let np0 = svcs.get("np0").await.unwrap();
+    let released = np0.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap();
+    svcs.patch(
+        "np0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"type": "ClusterIP"}})),
+    )
+    .await
+    .unwrap();
+    let np0 = svcs.get("np0").await.unwrap().spec.unwrap();
+    assert!(np0.ports.unwrap().iter().all(|p| p.node_port.is_none()));
+    let out = s.kubectl(&[
+        "create",
+        "service",
+        "nodeport",
+        "np-again",
+        "--tcp=80:8080",
+        &format!("--node-port={released}"),
+    ]);
+    assert!(out.contains("created"), "{out}");
+    let err = s.kubectl_err(&[
+        "create",
+        "service",
+        "nodeport",
+        "np-clash",
+        "--tcp=80:8080",
+        &format!("--node-port={released}"),
+    ]);
+    assert!(err.contains("provided port is already allocated"), "{err}");
+}
+
+/// What users leave out comes back with upstream's defaults.
+#[test]
+fn upstream_defaults_are_applied() {
+    let s = Server::start(&[]);
+    s.kubectl(&["create", "deployment", "web", "--image=nginx"]);
+    let d: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["get", "deploy", "web", "-o", "json"])).unwrap();
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+    assert_eq!(d["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+
+    s.kubectl(&["run", "p", "--image=nginx:1.25", "--restart=Never"]);
+    let p: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["get", "pod", "p", "-o", "json"])).unwrap();
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    assert_eq!(p["spec"]["schedulerName"], "default-scheduler");
+    assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
+    assert_eq!(
+        p["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    let tolerations = p["spec"]["tolerations"].as_array().unwrap();
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["tolerationSeconds"] == 300)
+    );
+
+    s.kubectl(&["create", "job", "once", "--image=busybox"]);
+    let j: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["get", "job", "once", "-o", "json"])).unwrap();
+    assert_eq!(j["spec"]["completions"], 1);
+    assert_eq!(j["spec"]["backoffLimit"], 6);
+    let uid = j["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    assert_eq!(
+        j["spec"]["template"]["metadata"]["labels"]["job-name"],
+        "once"
+    );
+    // A Job with its own selector needs manualSelector.
+    let (_d, path) = manifest(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: manual}\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n",
+    );
+    let err = s.kubectl_err(&["create", "-f", path.to_str().unwrap()]);
+    assert!(err.contains("`selector` not auto-generated"), "{err}");
+
+    let ns: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["get", "ns", "default", "-o", "json"])).unwrap();
+    assert_eq!(
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "default"
+    );
+}
+
+/// `kubectl get -w` prints every change as a full table row, not just NAME and AGE.
+#[test]
+fn watch_prints_table_rows() {
+    let s = Server::start(&[]);
+    let mut watch = std::process::Command::new(common::KUBECTL_133)
+        .args(["get", "pods", "-w"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    s.kubectl(&["run", "w1", "--image=nginx"]);
+    s.kubectl(&["label", "pod", "w1", "seen=yes"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.first() == Some(&"w1"))
+        .collect();
+    assert!(rows.len() >= 2, "{text}");
+    for row in rows {
+        // NAME READY STATUS RESTARTS AGE
+        assert_eq!(&row[..4], ["w1", "0/1", "Pending", "0"], "{text}");
+    }
+    assert!(
+        text.contains("STATUS"),
+        "header with the pod columns: {text}"
+    );
+}
