@@ -241,12 +241,20 @@ impl ApiServer {
             }
             "list" => {
                 let opts = ListOptions::parse(&query, info)?;
-                let list = self.rest.list(info, namespace, &opts).await?;
-                Ok(if table {
-                    json_response(StatusCode::OK, &crate::table::list_table(info, &list))
-                } else {
-                    json_response(StatusCode::OK, &list)
-                })
+                if table {
+                    let list = self.rest.list(info, namespace, &opts).await?;
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &crate::table::list_table(info, &list),
+                    ));
+                }
+                let bytes = self.rest.list_json(info, namespace, &opts).await?;
+                let mut resp = Response::new(Body::from(bytes));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Ok(resp)
             }
             "watch" => self.watch(info, namespace, &query, table).await,
             "create" => {
@@ -789,10 +797,15 @@ impl ApiServer {
         let namespace = namespace.map(str::to_string);
         let opts = Arc::new(opts);
         tokio::spawn(async move {
+            // One event per line, written straight from the cached object (no copy of it).
             let line = |kind: &str, obj: &Value| {
-                let mut s = json!({"type": kind, "object": obj}).to_string();
-                s.push('\n');
-                Ok(bytes::Bytes::from(s))
+                let mut out = Vec::with_capacity(256);
+                out.extend_from_slice(br#"{"type":""#);
+                out.extend_from_slice(kind.as_bytes());
+                out.extend_from_slice(br#"","object":"#);
+                serde_json::to_writer(&mut out, obj).map_err(std::io::Error::other)?;
+                out.extend_from_slice(b"}\n");
+                Ok(bytes::Bytes::from(out))
             };
             // `kubectl get -w` asks for Tables: each object event carries a one-row Table,
             // with the column definitions only in the first, as upstream sends them.

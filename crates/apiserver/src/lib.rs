@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod apply;
 pub mod authn;
 pub mod cache;
+pub mod compactor;
 pub mod conversion;
 pub mod defaults;
 pub mod handlers;

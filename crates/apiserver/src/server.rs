@@ -37,6 +37,8 @@ pub struct Config {
     pub service_cidr: String,
     /// The Service NodePort range (`--service-node-port-range`, `FROM-TO`).
     pub service_node_port_range: String,
+    /// How often the store's history is compacted (zero: never).
+    pub compaction_interval: std::time::Duration,
 }
 
 /// A running API server.
@@ -112,6 +114,7 @@ pub async fn start(
     })?;
     let ranges = ServiceRanges::parse(&config.service_cidr, &config.service_node_port_range)
         .map_err(StartError::Config)?;
+    crate::compactor::start(store.clone(), config.compaction_interval);
     let rest = Rest::start(store, rkube_api::registry::registry(), ranges).await?;
     rest.ensure_kubernetes_service(local_addr.port()).await?;
     let host = if local_addr.ip().is_unspecified() {

@@ -58,6 +58,33 @@ pub(crate) struct ServerArgs {
     /// Port range for Service NodePorts.
     #[arg(long, default_value = "30000-32767", value_name = "FROM-TO")]
     pub(crate) service_node_port_range: String,
+    /// How often to discard store history older than one interval (like kube-apiserver's
+    /// --etcd-compaction-interval), e.g. 300s, 5m, 1h; 0 disables compaction.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) compaction_interval: std::time::Duration,
+}
+
+/// Parses `90s`, `5m`, `1h` or plain seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: want e.g. 300s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: want e.g. 300s, 5m or 1h"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// Splits `http://a:1,b:2` into endpoints, each with a scheme.
@@ -141,6 +168,7 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         kubeconfig: kubeconfig.clone(),
         service_cidr: args.service_cidr.clone(),
         service_node_port_range: args.service_node_port_range.clone(),
+        compaction_interval: args.compaction_interval,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = rkube_apiserver::server::start(config, store, async {
@@ -186,7 +214,18 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_endpoints;
+    use super::{parse_duration, parse_endpoints};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_like_kube_flags() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
 
     #[test]
     fn endpoints_get_a_scheme_and_need_a_port() {
