@@ -196,10 +196,11 @@ async fn ensure_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `op(client, task, i)` from `clients` tasks for `seconds`, timing each call.
-async fn timed_phase<F, Fut>(clients: &[Client], seconds: f64, op: F) -> anyhow::Result<Phase>
+/// Runs `op(handle, task, i)` from one task per handle for `seconds`, timing each call.
+async fn timed_phase<T, F, Fut>(clients: &[T], seconds: f64, op: F) -> anyhow::Result<Phase>
 where
-    F: Fn(Client, usize, u64) -> Fut + Send + Sync + 'static,
+    T: Clone + Send + 'static,
+    F: Fn(T, usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let op = Arc::new(op);
@@ -497,49 +498,19 @@ async fn etcd_floor(args: &Args) -> anyhow::Result<Phase> {
     let etcd = EtcdProcess::start().context("start etcd")?;
     let store: Arc<dyn Store> =
         Arc::new(EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await?);
-    let value = vec![b'x'; 1400];
-    let hist = Arc::new(Mutex::new(histogram()));
-    let ops = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..args.clients {
-        let (store, hist, ops, stop, value) = (
-            store.clone(),
-            hist.clone(),
-            ops.clone(),
-            stop.clone(),
-            value.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut local = histogram();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("/registry/configmaps/bench/c-{task}-{i}");
-                let t = Instant::now();
-                store.create(key.as_bytes(), value.clone()).await?;
-                local.record(t.elapsed().as_micros().max(1) as u64)?;
-                i += 1;
-            }
-            ops.fetch_add(i, Ordering::Relaxed);
-            hist.lock().add(&local)?;
-            anyhow::Ok(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let hist = hist.lock();
-    let ops = ops.load(Ordering::Relaxed);
-    Ok(Phase {
-        ops,
-        per_sec: ops as f64 / elapsed,
-        p50_ms: ms(&hist, 0.5),
-        p99_ms: ms(&hist, 0.99),
+    let value = Arc::new(vec![b'x'; 1400]);
+    let stores = vec![store; args.clients];
+    let phase = timed_phase(&stores, args.seconds, move |store, task, i| {
+        let value = value.clone();
+        async move {
+            let key = format!("/registry/configmaps/bench/c-{task}-{i}");
+            store.create(key.as_bytes(), value.to_vec()).await?;
+            Ok(())
+        }
     })
+    .await?;
+    drop(etcd);
+    Ok(phase)
 }
 
 #[tokio::main]
@@ -581,8 +552,8 @@ fn render(args: &Args, results: &[Result_], floor: &Phase) -> String {
     let _ = writeln!(
         out,
         "Measured {} on {} with `bench/api/run` ({} s per phase, {} clients, {} watchers).\n",
-        date(),
-        machine(),
+        rkube_bench::date(),
+        rkube_bench::machine(),
         args.seconds,
         args.clients,
         args.watchers
@@ -665,23 +636,4 @@ fn render(args: &Args, results: &[Result_], floor: &Phase) -> String {
         "\nTargets (issue 3): ready < 1 s, idle RSS < 64 MiB, create ≥ 3x kube-apiserver+etcd."
     );
     out
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    format!("{cpus} CPUs, Linux {kernel}")
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
