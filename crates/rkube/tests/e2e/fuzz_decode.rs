@@ -5,7 +5,7 @@
 //! `PROPTEST_CASES` sets the cases per property (default 200; the report in
 //! `docs/fuzzing.md` comes from a longer run).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Black-box tests of the API server: `rkube server --disable-agent` on a free port, driven by
 //! the real kubectl (1.33 and 1.27) and by kube-rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `application/vnd.kubernetes.protobuf`; `rkube server --disable-agent` must store what they
 //! mean, and refuse malformed protobuf with a 400 `Status`.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::{KUBECTL_133, Server, ok};

@@ -1,7 +1,7 @@
 //! Black-box tests of server-side apply and `metadata.managedFields`: `rkube server
 //! --disable-agent` driven by the real kubectl (1.33 and 1.27) and by kube-rs.
 
-mod common;
+use crate::common;
 
 use common::{KUBECTL_127, KUBECTL_133, Server, manifest, ok};
 use k8s_openapi::api::apps::v1::Deployment;

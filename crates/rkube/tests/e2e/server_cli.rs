@@ -1,7 +1,7 @@
 //! Black-box tests of the `rkube` binary: help text, start-up on both store backends, and the
 //! one-line errors for bad data dirs and unreachable etcd.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

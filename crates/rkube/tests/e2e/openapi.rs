@@ -1,7 +1,7 @@
 //! Black-box tests of the OpenAPI documents (`/openapi/v2`, `/openapi/v3`): `kubectl explain`
 //! and `kubectl apply` validation with the real kubectl 1.33 and 1.27, and the raw documents.
 
-mod common;
+use crate::common;
 
 use common::{KUBECTL_127, KUBECTL_133, Server, manifest, ok};
 use serde_json::Value;

@@ -1,0 +1,15 @@
+//! Black-box tests of the `rkube` binary, in one test binary (each test binary links the
+//! whole dependency graph, which on two cores costs more than the tests themselves).
+//!
+//! Each module drives a real `rkube server` (started by [`common::Server`] on a free port in
+//! a temp data dir, killed by PID on drop) with the real kubectl (1.33 and 1.27) and kube-rs.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod apply;
+mod fuzz_decode;
+mod openapi;
+mod protobuf;
+mod server_cli;
