@@ -39,7 +39,10 @@ pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, String> {
     let patch: json_patch::Patch =
         serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
     let mut out = target.clone();
-    json_patch::patch(&mut out, &patch).map_err(|e| e.to_string())?;
+    // `patch_unsafe` leaves a half-applied document on error, which is fine on this copy; the
+    // undoing `patch` can panic when an undo fails (json-patch 4.2, found by fuzzing:
+    // moving a field onto the root and then failing).
+    json_patch::patch_unsafe(&mut out, &patch).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -366,5 +369,22 @@ mod tests {
             )
             .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+    use serde_json::json;
+
+    /// Found by `fuzz_decode`: moving a field onto the root, then adding below it.
+    #[test]
+    fn json_patch_on_a_scalar_root_is_an_error_not_a_panic() {
+        let target = json!({"spec": {"replicas": 2}});
+        let patch = json!([
+            {"op": "move", "from": "/spec/replicas", "path": ""},
+            {"op": "add", "path": "/apiVersion", "value": null}
+        ]);
+        assert!(json_patch(&target, &patch).is_err());
     }
 }
