@@ -2,7 +2,8 @@
 //! upstream's decode-time defaulting does: a field the client left out comes back with the
 //! value a Kubernetes user expects (`restartPolicy: Always`, `strategy.rollingUpdate` 25%/25%,
 //! `backoffLimit: 6`, …). Admission-time defaults upstream applies to pods (the
-//! DefaultTolerationSeconds tolerations, the ServiceAccount name, priority) live here too.
+//! DefaultTolerationSeconds tolerations, the ServiceAccount name) live here too; priority is
+//! resolved from PriorityClasses by [`crate::admission`].
 //!
 //! Only absent fields are filled; nothing the client set is changed.
 
@@ -317,8 +318,7 @@ fn pod_only(spec: &mut Map<String, Value>, creating: bool) {
         .to_owned();
     spec.insert("serviceAccountName".into(), json!(sa));
     spec.insert("serviceAccount".into(), json!(sa));
-    or_insert(spec, "priority", json!(0));
-    or_insert(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    // priority and preemptionPolicy come from the PriorityClass (`crate::admission`).
     // DefaultTolerationSeconds: tolerate a not-ready or unreachable node for 300 s.
     let tolerations = spec
         .entry("tolerations")

@@ -680,39 +680,8 @@ impl ApiServer {
                         )
                     })?
                     .to_string();
-                // Upstream's binding writes the pod without tracking managedFields.
                 self.rest
-                    .patch_as(
-                        info,
-                        namespace,
-                        name,
-                        false,
-                        dry_run,
-                        &FieldManager::Untracked,
-                        |cur| {
-                            if let Some(existing) = cur
-                                .pointer("/spec/nodeName")
-                                .and_then(Value::as_str)
-                                .filter(|n| !n.is_empty())
-                            {
-                                return Err(ApiError::conflict(
-                                    target(info, name),
-                                    format!(
-                                        "pod {name} is already assigned to node \"{existing}\""
-                                    ),
-                                ));
-                            }
-                            if meta_str(cur, "deletionTimestamp").is_some() {
-                                return Err(ApiError::conflict(
-                                    target(info, name),
-                                    "pod is being deleted, cannot be assigned to a host",
-                                ));
-                            }
-                            let mut new = cur.clone();
-                            new["spec"]["nodeName"] = json!(node);
-                            Ok(new)
-                        },
-                    )
+                    .bind_pod(info, namespace, name, &node, dry_run)
                     .await?;
                 Ok(json_response(
                     StatusCode::CREATED,

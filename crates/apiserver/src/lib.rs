@@ -6,6 +6,7 @@
 //! per-kind rules in [`strategy`]) → the store; LIST and WATCH are served from the per-resource
 //! [`cache`]. Errors are [`status::ApiError`]s, rendered as Kubernetes `Status` objects.
 
+pub mod admission;
 pub mod allocator;
 pub mod apply;
 pub mod authn;

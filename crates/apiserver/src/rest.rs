@@ -192,6 +192,17 @@ impl Rest {
                 Err(e) => return Err(e),
             }
         }
+        if let Some(info) = self
+            .registry
+            .get("scheduling.k8s.io", "v1", "priorityclasses")
+        {
+            for pc in crate::admission::system_priority_classes() {
+                match self.create(info, None, pc, false).await {
+                    Ok(_) | Err(ApiError { code: 409, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -501,6 +512,7 @@ impl Rest {
         }
         crate::defaults::apply(info, &mut obj, true);
         crate::apply::track(info, None, &mut obj, manager);
+        crate::admission::admit_create(self, info, &mut obj).await?;
         crate::strategy::prepare_for_create(info, &mut obj);
         crate::strategy::validate(info, &obj, None)?;
         let key = Self::key(info, namespace, &name);
@@ -997,6 +1009,51 @@ impl Rest {
         Err(ApiError::modified(target(info, name)))
     }
 
+    /// Binds a pod to `node` (`pods/binding`): sets `spec.nodeName` and the `PodScheduled`
+    /// condition in one write, as upstream's binding storage does, without tracking
+    /// managedFields. Refused for a pod that is bound already or being deleted.
+    pub async fn bind_pod(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        node: &str,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let key = Self::key(info, namespace, name);
+        for _ in 0..16 {
+            let current = self.get(info, namespace, name).await?;
+            let cur = &current.object;
+            if let Some(existing) = cur
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict(
+                    target(info, name),
+                    format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            if meta_str(cur, "deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(
+                    target(info, name),
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            let mut new = cur.clone();
+            new["spec"]["nodeName"] = json!(node);
+            set_pod_condition(&mut new, "PodScheduled", "True");
+            match self
+                .write_update(info, &key, name, &current, new, dry_run)
+                .await
+            {
+                Err(e) if e.reason == "Conflict" => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::modified(target(info, name)))
+    }
+
     /// Deletes an object per `DeleteOptions`. Returns the object and whether it is gone now
     /// (false: it was marked for deletion and waits for finalizers or a graceful stop).
     pub async fn delete(
@@ -1184,6 +1241,30 @@ fn with_claims(mut txn: Txn, claims: &Claims) -> Txn {
         txn = txn.then(Op::delete(key));
     }
     txn
+}
+
+/// Sets (or adds) a pod condition, moving its lastTransitionTime only when the status
+/// changes, as upstream's `UpdatePodCondition`.
+fn set_pod_condition(pod: &mut Value, kind: &str, status: &str) {
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let now = meta::now_rfc3339();
+    let Some(conditions) = pod["status"]["conditions"].as_array_mut() else {
+        return;
+    };
+    match conditions.iter_mut().find(|c| c["type"] == kind) {
+        Some(c) if c["status"] == status => {}
+        Some(c) => {
+            *c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+        }
+        None => conditions.push(
+            json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}),
+        ),
+    }
 }
 
 /// Finalizers that still hold an object: `metadata.finalizers`, and for namespaces also

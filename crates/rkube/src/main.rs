@@ -1,7 +1,9 @@
 //! `rkube`: a Kubernetes-compatible cluster in one binary. This file only parses the command
 //! line and hands each subcommand to its module.
 
+mod scheduler;
 mod server;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -25,9 +27,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a control-plane server: the state store and the API server (more components
-    /// arrive with later releases).
+    /// Run only the scheduler, against a cluster given by a kubeconfig (`rkube server`
+    /// already runs one unless --disable-scheduler).
+    Scheduler(scheduler::SchedulerArgs),
+    /// Run a control-plane server: the state store, the API server and the scheduler (more
+    /// components arrive with later releases).
     Server(server::ServerArgs),
+    /// Simulate nodes for scale tests: register N Node objects, renew their leases and act as
+    /// their kubelet (pods go Running, finish and are removed) without running containers.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,7 +53,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Scheduler(args) => scheduler::run(args).await,
             Command::Server(args) => server::run(args).await,
+            Command::Sim(args) => sim::run(args).await,
         }
     });
     match result {

@@ -1,8 +1,10 @@
-//! `rkube server`: opens the state store and serves the Kubernetes API over HTTPS.
+//! `rkube server`: opens the state store, serves the Kubernetes API over HTTPS and runs the
+//! scheduler.
 //!
 //! It locks the data dir, opens the store (embedded by default, etcd with
 //! `--datastore-endpoint`), creates or loads the cluster certificates under `<data-dir>/tls`,
-//! writes the admin kubeconfig, and serves until SIGINT/SIGTERM.
+//! writes the admin kubeconfig, starts the scheduler as a client of that kubeconfig (unless
+//! `--disable-scheduler`), and serves until SIGINT/SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +44,11 @@ pub(crate) struct ServerArgs {
     /// Do not run the node agent (kubelet, proxy) inside the server.
     #[arg(long)]
     pub(crate) disable_agent: bool,
+
+    /// Do not run the scheduler inside the server (run `rkube scheduler` elsewhere, or
+    /// bind pods yourself).
+    #[arg(long)]
+    pub(crate) disable_scheduler: bool,
 
     /// Extra subject alternative name (host name or IP) for the serving certificate;
     /// repeat for several.
@@ -184,6 +191,23 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "rkube server ready: kubectl --kubeconfig {} get ns",
         kubeconfig.display()
     );
+    let scheduler = if args.disable_scheduler {
+        tracing::info!("scheduler disabled");
+        None
+    } else {
+        let client = rkube_scheduler::client_from_kubeconfig(&kubeconfig)
+            .await
+            .context("cannot start the scheduler")?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rkube_scheduler::run(
+            client,
+            rkube_scheduler::Config::default(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        Some((stop_tx, task))
+    };
     if args.disable_agent {
         tracing::debug!("agent disabled");
     } else {
@@ -192,12 +216,18 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     shutdown_signal().await;
+    if let Some((stop, task)) = scheduler {
+        // Stop scheduling (and release the lease) while the API is still up.
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     let _ = stop_tx.send(());
     tracing::info!("rkube server stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -743,16 +743,17 @@ async fn status_subresource_and_generation() {
             .unwrap()
     };
     client.request_text(req(binding("n1"))).await.unwrap();
-    assert_eq!(
-        pods.get("p")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .node_name
-            .as_deref(),
-        Some("n1")
-    );
+    let bound = pods.get("p").await.unwrap();
+    assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("n1"));
+    let scheduled = bound
+        .status
+        .unwrap()
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .expect("the binding sets PodScheduled");
+    assert_eq!(scheduled.status, "True");
     match client.request_text(req(binding("n2"))).await {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
         other => panic!("expected a conflict, got {other:?}"),

@@ -12,4 +12,6 @@ mod apply;
 mod fuzz_decode;
 mod openapi;
 mod protobuf;
+mod scheduler;
 mod server_cli;
+mod sim;
