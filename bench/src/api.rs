@@ -619,7 +619,7 @@ fn render(args: &Args, results: &[Result_], floor: &Phase) -> String {
         out,
         "\n**Create floor of kube-apiserver+etcd**: raw etcd creates (one transaction each, what \
          kube-apiserver sends per create), {} clients: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms. \
-         kube-apiserver itself cannot be installed here (no Go toolchain, no package), so this \
+         kube-apiserver itself cannot be installed here (no package ships it and the Go module proxy is unreachable), so this \
          upper bound of its throughput stands in for it.\n",
         args.clients, floor.per_sec, floor.p50_ms, floor.p99_ms
     );

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::cycle_state::CycleState;
 use super::interface::{
     ClusterEvent, ClusterEventWithHint, EventObjects, Plugin, PostFilterContext, PostFilterResult,
-    QueueingHint,
+    PreFilterPlugin, QueueingHint,
 };
 use super::status::{Code, Status};
 use super::types::{NodeInfo, PodInfo, Snapshot};
@@ -329,14 +329,12 @@ impl Framework {
         self.run_filter(state, pod, node, snapshot)
     }
 
-    /// Tells PreFilter plugins with extensions that `other` is now on `node`.
-    pub fn run_pre_filter_add_pod(
+    /// Calls `call` on every PreFilter plugin with extensions that did not skip this cycle,
+    /// stopping at the first failure.
+    fn each_pre_filter_extension(
         &self,
         state: &mut CycleState,
-        pod: &PodInfo,
-        other: &PodInfo,
-        node: &NodeInfo,
-        snapshot: &Snapshot<'_>,
+        call: impl Fn(&dyn PreFilterPlugin, &mut CycleState) -> Status,
     ) -> Status {
         for &i in &self.pre_filter {
             if state.skip_filter & (1 << i) != 0 {
@@ -346,13 +344,27 @@ impl Framework {
                 .as_pre_filter()
                 .filter(|p| p.has_extensions())
             {
-                let s = p.add_pod(state, pod, other, node, snapshot);
+                let s = call(p, state);
                 if !s.is_success() {
                     return s.with_plugin(self.plugins[i].name());
                 }
             }
         }
         Status::success()
+    }
+
+    /// Tells PreFilter plugins with extensions that `other` is now on `node`.
+    pub fn run_pre_filter_add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        snapshot: &Snapshot<'_>,
+    ) -> Status {
+        self.each_pre_filter_extension(state, |p, state| {
+            p.add_pod(state, pod, other, node, snapshot)
+        })
     }
 
     /// Tells PreFilter plugins with extensions that `other` left `node`.
@@ -364,21 +376,9 @@ impl Framework {
         node: &NodeInfo,
         snapshot: &Snapshot<'_>,
     ) -> Status {
-        for &i in &self.pre_filter {
-            if state.skip_filter & (1 << i) != 0 {
-                continue;
-            }
-            if let Some(p) = self.plugins[i]
-                .as_pre_filter()
-                .filter(|p| p.has_extensions())
-            {
-                let s = p.remove_pod(state, pod, other, node, snapshot);
-                if !s.is_success() {
-                    return s.with_plugin(self.plugins[i].name());
-                }
-            }
-        }
-        Status::success()
+        self.each_pre_filter_extension(state, |p, state| {
+            p.remove_pod(state, pod, other, node, snapshot)
+        })
     }
 
     /// Runs PostFilter plugins until one succeeds (or rejects definitively).
