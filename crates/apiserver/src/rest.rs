@@ -929,8 +929,7 @@ impl Rest {
         manager: &FieldManager,
         patch_fn: impl Fn(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
-        let storage = self.storage_info(info);
-        if std::ptr::eq(storage, info) || conversion::storage_version(info).is_none() {
+        if conversion::storage_version(info).is_none() {
             return self
                 .patch_stored(
                     info,
@@ -943,6 +942,7 @@ impl Rest {
                 )
                 .await;
         }
+        let storage = self.storage_info(info);
         let converted = |stored: &Value| {
             let served = conversion::from_storage(info, stored.clone());
             Ok(conversion::to_storage(info, patch_fn(&served)?))
