@@ -934,11 +934,7 @@ fn decode_object(
     body: &[u8],
     query: &HashMap<String, String>,
 ) -> ApiResult<(Value, Vec<String>)> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let media = ct.split(';').next().unwrap_or("").trim();
+    let (ct, media) = body_media_type(headers);
     let obj: Value = match media {
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -1076,6 +1072,15 @@ fn add_warnings(resp: &mut Response<Body>, warnings: &[String]) {
     }
 }
 
+/// A request body's Content-Type (JSON when absent) and its media type without parameters.
+fn body_media_type(headers: &HeaderMap) -> (&str, &str) {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    (ct, ct.split(';').next().unwrap_or("").trim())
+}
+
 /// A subresource's body (Binding, Eviction): JSON, or protobuf as Go clients send it.
 fn decode_sub_body(
     headers: &HeaderMap,
@@ -1083,11 +1088,7 @@ fn decode_sub_body(
     api_version: &str,
     kind: &str,
 ) -> ApiResult<Value> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let media = ct.split(';').next().unwrap_or("").trim();
+    let (_, media) = body_media_type(headers);
     let value: Value = if media == crate::protobuf::MEDIA_TYPE {
         crate::protobuf::decode(body, api_version, kind)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
