@@ -1,6 +1,7 @@
 //! `rkube`: a Kubernetes-compatible cluster in one binary. This file only parses the command
 //! line and hands each subcommand to its module.
 
+mod controller_manager;
 mod scheduler;
 mod server;
 mod sim;
@@ -27,11 +28,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run only the controllers (ReplicaSet, Deployment, Job, garbage collector, ...),
+    /// against a cluster given by a kubeconfig (`rkube server` already runs them unless
+    /// --disable-controller-manager).
+    ControllerManager(controller_manager::ControllerManagerArgs),
     /// Run only the scheduler, against a cluster given by a kubeconfig (`rkube server`
     /// already runs one unless --disable-scheduler).
     Scheduler(scheduler::SchedulerArgs),
-    /// Run a control-plane server: the state store, the API server and the scheduler (more
-    /// components arrive with later releases).
+    /// Run a control-plane server: the state store, the API server, the scheduler and the
+    /// controllers (more components arrive with later releases).
     Server(server::ServerArgs),
     /// Simulate nodes for scale tests: register N Node objects, renew their leases and act as
     /// their kubelet (pods go Running, finish and are removed) without running containers.
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::ControllerManager(args) => controller_manager::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Server(args) => server::run(args).await,
             Command::Sim(args) => sim::run(args).await,

@@ -42,7 +42,7 @@ pub(crate) fn config(args: &SchedulerArgs) -> rkube_scheduler::Config {
 
 /// Runs the scheduler until SIGINT or SIGTERM.
 pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
-    let client = rkube_scheduler::client_from_kubeconfig(&args.kubeconfig)
+    let client = rkube_component::client_from_kubeconfig(&args.kubeconfig)
         .await
         .with_context(|| {
             format!(

@@ -1,10 +1,11 @@
 //! `rkube server`: opens the state store, serves the Kubernetes API over HTTPS and runs the
-//! scheduler.
+//! scheduler and the controllers.
 //!
 //! It locks the data dir, opens the store (embedded by default, etcd with
 //! `--datastore-endpoint`), creates or loads the cluster certificates under `<data-dir>/tls`,
-//! writes the admin kubeconfig, starts the scheduler as a client of that kubeconfig (unless
-//! `--disable-scheduler`), and serves until SIGINT/SIGTERM.
+//! writes the admin kubeconfig, starts the scheduler and the controller manager as clients of
+//! that kubeconfig (unless `--disable-scheduler` / `--disable-controller-manager`), and serves
+//! until SIGINT/SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -49,6 +50,14 @@ pub(crate) struct ServerArgs {
     /// bind pods yourself).
     #[arg(long)]
     pub(crate) disable_scheduler: bool,
+
+    /// Do not run the controllers inside the server (run `rkube controller-manager`
+    /// elsewhere).
+    #[arg(long)]
+    pub(crate) disable_controller_manager: bool,
+
+    #[command(flatten)]
+    pub(crate) controllers: crate::controller_manager::ControllerArgs,
 
     /// Extra subject alternative name (host name or IP) for the serving certificate;
     /// repeat for several.
@@ -191,23 +200,29 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "rkube server ready: kubectl --kubeconfig {} get ns",
         kubeconfig.display()
     );
-    let scheduler = if args.disable_scheduler {
+    let mut components = Vec::new();
+    if args.disable_scheduler {
         tracing::info!("scheduler disabled");
-        None
     } else {
-        let client = rkube_scheduler::client_from_kubeconfig(&kubeconfig)
+        let client = rkube_component::client_from_kubeconfig(&kubeconfig)
             .await
             .context("cannot start the scheduler")?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(rkube_scheduler::run(
-            client,
-            rkube_scheduler::Config::default(),
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        Some((stop_tx, task))
-    };
+        let config = rkube_scheduler::Config::default();
+        components.push(spawn_component("scheduler", |stop| {
+            rkube_scheduler::run(client, config, stop)
+        }));
+    }
+    if args.disable_controller_manager {
+        tracing::info!("controller manager disabled");
+    } else {
+        let client = rkube_component::client_from_kubeconfig(&kubeconfig)
+            .await
+            .context("cannot start the controller manager")?;
+        let config = crate::controller_manager::config(&args.controllers, true);
+        components.push(spawn_component("controller-manager", |stop| {
+            rkube_controllers::run(client, config, stop)
+        }));
+    }
     if args.disable_agent {
         tracing::debug!("agent disabled");
     } else {
@@ -216,14 +231,46 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     shutdown_signal().await;
-    if let Some((stop, task)) = scheduler {
-        // Stop scheduling (and release the lease) while the API is still up.
-        let _ = stop.send(());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    // Stop the components (they release their leases) while the API is still up.
+    for (_, stop, _) in &mut components {
+        if let Some(stop) = stop.take() {
+            let _ = stop.send(());
+        }
+    }
+    for (name, _, task) in components {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(component = name, "did not stop within 5 s");
+        }
     }
     let _ = stop_tx.send(());
     tracing::info!("rkube server stopped");
     Ok(())
+}
+
+/// A component running in the server: its name, its stop trigger and its task.
+type Component = (
+    &'static str,
+    Option<tokio::sync::oneshot::Sender<()>>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Completes when a component's stop trigger fires (or is dropped).
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Spawns `run(stop)`, where `stop` completes when the returned trigger fires.
+fn spawn_component<F, Fut>(name: &'static str, run: F) -> Component
+where
+    F: FnOnce(StopSignal) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(Box::pin(async move {
+        let _ = rx.await;
+    })));
+    (name, Some(tx), task)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -79,7 +79,7 @@ pub(crate) async fn run(args: SimArgs) -> anyhow::Result<()> {
         labels,
         taints: args.taints.into_iter().flat_map(|t| t.0).collect(),
     };
-    let client = rkube_sim::client(args.kubeconfig.as_deref())
+    let client = rkube_component::client(args.kubeconfig.as_deref())
         .await
         .context("cannot connect (check --kubeconfig)")?;
     rkube_sim::run(client, config, shutdown_signal()).await?;

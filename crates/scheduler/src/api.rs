@@ -1,6 +1,6 @@
 //! Everything the scheduler writes to the API server goes through [`SchedulerApi`]: the
 //! binding, pod status updates, preemption deletes and events. [`KubeApi`] is the real
-//! implementation; tests use a recording fake.
+//! implementation (events go through `rkube_component::Recorder`); tests use a recording fake.
 
 use std::sync::Arc;
 
@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
@@ -72,12 +71,12 @@ pub trait SchedulerApi: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct KubeApi {
     client: kube::Client,
-    events: mpsc::Sender<EventRecord>,
+    events: rkube_component::Recorder,
 }
 
 impl KubeApi {
     /// A client-backed API whose events go to `events`.
-    pub fn new(client: kube::Client, events: mpsc::Sender<EventRecord>) -> Self {
+    pub fn new(client: kube::Client, events: rkube_component::Recorder) -> Self {
         Self { client, events }
     }
 
@@ -149,9 +148,20 @@ impl SchedulerApi for KubeApi {
     }
 
     fn event(&self, event: EventRecord) {
-        if self.events.try_send(event).is_err() {
-            tracing::debug!("event queue full; event dropped");
-        }
+        self.events.record(rkube_component::EventRecord {
+            regarding: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: Some(event.pod.namespace),
+                name: Some(event.pod.name),
+                uid: Some(event.pod.uid),
+                ..Default::default()
+            },
+            type_: event.type_,
+            reason: event.reason,
+            action: event.action,
+            message: event.message,
+        });
     }
 }
 

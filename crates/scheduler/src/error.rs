@@ -32,33 +32,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// Reading or writing the leader election lease failed.
-    #[error("cannot use lease {lease}")]
-    Lease {
-        /// `namespace/name`.
-        lease: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// The kubeconfig could not be read.
-    #[error("cannot read kubeconfig {path}")]
-    Kubeconfig {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    /// No client could be built from the kubeconfig.
-    #[error("cannot build an API client from kubeconfig {path}")]
-    Client {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
-    },
     /// An API call took too long.
     #[error("{what} timed out")]
     Timeout {
@@ -81,10 +54,8 @@ impl Error {
         match self {
             Self::Bind { source, .. }
             | Self::PatchStatus { source, .. }
-            | Self::DeletePod { source, .. }
-            | Self::Lease { source, .. } => Some(source),
-            Self::Client { source, .. } => Some(source),
-            Self::Task { .. } | Self::Kubeconfig { .. } | Self::Timeout { .. } => None,
+            | Self::DeletePod { source, .. } => Some(source),
+            Self::Task { .. } | Self::Timeout { .. } => None,
         }
     }
 

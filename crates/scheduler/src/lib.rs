@@ -8,17 +8,15 @@
 //! - [`scheduler`] pops a pod and runs one cycle of the [`framework`] with the default
 //!   profile's [`plugins`] (listed in [`plugins::registry`]), then binds in the background
 //!   or records why the pod does not fit (events, `PodScheduled` condition, preemption);
-//! - [`api`] is every write the scheduler makes, [`events`] the event writer;
-//! - [`leader`] runs all of it only while this instance holds the `kube-system/kube-scheduler`
+//! - [`api`] is every write the scheduler makes (events through `rkube_component::Recorder`);
+//! - `rkube_component::leader` runs all of it only while this instance holds the `kube-system/kube-scheduler`
 //!   Lease, so several servers can run a scheduler.
 
 pub mod api;
 pub mod cache;
 pub mod error;
-pub mod events;
 pub mod framework;
 pub mod informers;
-pub mod leader;
 pub mod plugins;
 pub mod queue;
 pub mod scheduler;
@@ -34,8 +32,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use error::{Error, Result};
-pub use leader::LeaderElectionConfig;
 pub use queue::QueueConfig;
+use rkube_component::leader;
+pub use rkube_component::{LeaderElectionConfig, client_from_kubeconfig, default_identity};
 
 /// The scheduler name pods ask for by default (`spec.schedulerName`).
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -68,40 +67,13 @@ impl Default for Config {
             queue: QueueConfig::default(),
             bind_concurrency: 64,
             plugin_args: Default::default(),
-            leader_election: Some(LeaderElectionConfig::kube_scheduler(identity.clone())),
+            leader_election: Some(LeaderElectionConfig::kube_system(
+                "kube-scheduler",
+                identity.clone(),
+            )),
             identity,
         }
     }
-}
-
-/// A client for the cluster of the kubeconfig at `path` (its current context).
-pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client> {
-    let shown = path.display().to_string();
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-            path: shown.clone(),
-            source,
-        })?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|source| Error::Kubeconfig {
-            path: shown.clone(),
-            source,
-        })?;
-    kube::Client::try_from(config).map_err(|source| Error::Client {
-        path: shown,
-        source,
-    })
-}
-
-/// `hostname_uuid`, as upstream's leader election identity.
-pub fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}_{}", uuid::Uuid::new_v4())
 }
 
 /// Runs the scheduler until `shutdown` completes: with leader election when configured,
@@ -128,12 +100,12 @@ pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Out
 pub async fn run_scheduler(client: kube::Client, config: Config, mut stop: watch::Receiver<bool>) {
     let fw = plugins::registry::default_framework(&config.scheduler_name, &config.plugin_args);
     let shared = scheduler::Shared::new(fw, config.queue);
-    let (events_tx, events_task) = events::spawn_writer(
+    let (recorder, events_task) = rkube_component::Recorder::spawn(
         client.clone(),
         config.scheduler_name.clone(),
         config.identity.clone(),
     );
-    let api: api::SharedApi = Arc::new(api::KubeApi::new(client.clone(), events_tx));
+    let api: api::SharedApi = Arc::new(api::KubeApi::new(client.clone(), recorder));
     let synced = Arc::new(informers::Synced::default());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(informers::watch_pods(

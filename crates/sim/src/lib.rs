@@ -28,7 +28,6 @@ mod pods;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Taint;
@@ -64,15 +63,6 @@ pub struct Config {
 /// Why the simulator cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The kubeconfig could not be read or used.
-    #[error("cannot use kubeconfig {path}")]
-    Kubeconfig {
-        /// The file (or `$KUBECONFIG`/`~/.kube/config` when none was given).
-        path: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The configuration asks for something impossible.
     #[error("{0}")]
     Config(String),
@@ -94,27 +84,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-}
-
-/// A client from `kubeconfig`, or from `$KUBECONFIG` / `~/.kube/config` / in-cluster
-/// configuration when it is `None`.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
-    let path = kubeconfig.map_or_else(|| PathBuf::from("(default)"), Path::to_path_buf);
-    let wrap = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
-        path: path.clone(),
-        source,
-    };
-    let config = match kubeconfig {
-        Some(file) => {
-            let kubeconfig =
-                kube::config::Kubeconfig::read_from(file).map_err(|e| wrap(e.into()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|e| wrap(e.into()))?
-        }
-        None => kube::Config::infer().await.map_err(|e| wrap(e.into()))?,
-    };
-    Client::try_from(config).map_err(|e| wrap(e.into()))
 }
 
 /// Registers the nodes, then renews their leases and runs their pods until `shutdown`

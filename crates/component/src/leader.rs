@@ -1,6 +1,6 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, with client-go's semantics and
-//! kube-scheduler's defaults (`kube-system/kube-scheduler`, lease 15 s, renew deadline 10 s,
-//! retry every 2 s): only the holder schedules; a candidate takes over once the holder has
+//! upstream's defaults (lease 15 s, renew deadline 10 s, retry every 2 s; the scheduler uses
+//! `kube-system/kube-scheduler`, the controller manager `kube-system/kube-controller-manager`): only the holder schedules; a candidate takes over once the holder has
 //! not renewed for a lease duration *as observed locally* (clock skew does not matter).
 //! The holder releases the lease on shutdown so a successor does not wait.
 
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Leader election settings.
 #[derive(Debug, Clone)]
@@ -32,11 +32,11 @@ pub struct LeaderElectionConfig {
 }
 
 impl LeaderElectionConfig {
-    /// kube-scheduler's defaults for `identity`.
-    pub fn kube_scheduler(identity: String) -> Self {
+    /// Upstream's defaults for the lease `kube-system/{name}` and `identity`.
+    pub fn kube_system(name: &str, identity: String) -> Self {
         Self {
             namespace: "kube-system".into(),
-            name: "kube-scheduler".into(),
+            name: name.into(),
             identity,
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
@@ -218,7 +218,7 @@ pub async fn run<F, Fut>(
         tracing::info!(
             identity = %elector.config.identity,
             lease = %format!("{}/{}", elector.config.namespace, elector.config.name),
-            "acquired leadership; scheduling"
+            "acquired leadership"
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let leading = tokio::spawn(lead(stop_rx));
@@ -254,7 +254,7 @@ pub async fn run<F, Fut>(
             elector.release().await;
             return;
         }
-        tracing::warn!("lost leadership; scheduling stopped");
+        tracing::warn!("lost leadership; stopped leading");
         elector.observed = None;
     }
 }
