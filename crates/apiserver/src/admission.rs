@@ -54,7 +54,68 @@ pub async fn admit_create(rest: &Rest, info: &ResourceInfo, obj: &mut Value) -> 
     if info.group.is_empty() && info.plural == "pods" {
         priority(rest, obj).await?;
     }
+    if is_priority_class(info) {
+        single_global_default(rest, obj)?;
+    }
     Ok(())
+}
+
+/// Runs the admission steps for an update of an object of `info`'s kind.
+pub fn admit_update(rest: &Rest, info: &ResourceInfo, new: &Value) -> ApiResult<()> {
+    if is_priority_class(info) {
+        single_global_default(rest, new)?;
+    }
+    Ok(())
+}
+
+/// Refuses to delete the built-in PriorityClasses, as upstream's registry does.
+pub fn admit_delete(info: &ResourceInfo, name: &str) -> ApiResult<()> {
+    let system = system_priority_classes()
+        .iter()
+        .any(|pc| pc.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
+    if is_priority_class(info) && system {
+        return Err(ApiError {
+            details: Some(Box::new(Details {
+                name: name.to_string(),
+                group: "scheduling.k8s.io".into(),
+                kind: "priorityclasses".into(),
+                ..Details::default()
+            })),
+            ..ApiError::forbidden(format!(
+                "priorityclasses.scheduling.k8s.io \"{name}\" is forbidden: this is a system priority class and cannot be deleted"
+            ))
+        });
+    }
+    Ok(())
+}
+
+fn is_priority_class(info: &ResourceInfo) -> bool {
+    info.group == "scheduling.k8s.io" && info.plural == "priorityclasses"
+}
+
+/// Only one PriorityClass may be the global default (upstream's priority admission).
+fn single_global_default(rest: &Rest, pc: &Value) -> ApiResult<()> {
+    if pc.get("globalDefault").and_then(Value::as_bool) != Some(true) {
+        return Ok(());
+    }
+    let name = pc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match default_class(rest)? {
+        Some((existing, _, _)) if existing != name => Err(ApiError {
+            details: Some(Box::new(Details {
+                name: name.to_string(),
+                group: "scheduling.k8s.io".into(),
+                kind: "priorityclasses".into(),
+                ..Details::default()
+            })),
+            ..ApiError::forbidden(format!(
+                "priorityclasses.scheduling.k8s.io \"{name}\" is forbidden: PriorityClass {existing} is already marked as default. Only one default can exist"
+            ))
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn forbidden(pod: &str, message: String) -> ApiError {

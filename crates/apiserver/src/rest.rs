@@ -738,6 +738,7 @@ impl Rest {
             }
             crate::apply::track(info, Some(&current.object), &mut new, manager);
             crate::strategy::validate(info, &new, Some(&current.object))?;
+            crate::admission::admit_update(self, info, &new)?;
             return match self
                 .write_update(info, &key, name, &current, new, dry_run)
                 .await
@@ -998,6 +999,7 @@ impl Rest {
             }
             crate::apply::track(info, Some(&current.object), &mut new_checked, manager);
             crate::strategy::validate(info, &new_checked, Some(&current.object))?;
+            crate::admission::admit_update(self, info, &new_checked)?;
             match self
                 .write_update(info, &key, name, &current, new_checked, dry_run)
                 .await
@@ -1085,6 +1087,7 @@ impl Rest {
         options: &Value,
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
+        crate::admission::admit_delete(info, name)?;
         let key = Self::key(info, namespace, name);
         for _ in 0..16 {
             let current = self.get(info, namespace, name).await?;

@@ -236,6 +236,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> ApiRes
                 }
             }
         }
+        ("scheduling.k8s.io", "priorityclasses") => validate_priority_class(obj, old, &mut causes),
         ("", "configmaps") | ("", "secrets") => {
             if let Some(old) = old
                 && old.get("immutable") == Some(&json!(true))
@@ -276,6 +277,68 @@ pub fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> ApiRes
         Ok(())
     } else {
         Err(ApiError::invalid(info.group, info.kind, name, causes))
+    }
+}
+
+/// The highest `value` a user-defined PriorityClass may have (upstream's
+/// `HighestUserDefinablePriority`); above it are the `system-` classes.
+pub const HIGHEST_USER_DEFINABLE_PRIORITY: i64 = 1_000_000_000;
+
+/// Upstream's PriorityClass validation: `system-` names are reserved for the built-in
+/// classes, user values stay at or below 1e9, `value` and `preemptionPolicy` never change.
+fn validate_priority_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let name = meta_str(obj, "name").unwrap_or("");
+    let value = obj.get("value").and_then(Value::as_i64);
+    if name.starts_with("system-") {
+        let known = crate::admission::system_priority_classes()
+            .into_iter()
+            .find(|pc| pc.pointer("/metadata/name").and_then(Value::as_str) == Some(name));
+        let problem = match known {
+            None => Some(format!("{name} is not a known system priority class")),
+            Some(pc) if pc.get("value").and_then(Value::as_i64) != value => Some(format!(
+                "value of {name} PriorityClass must be {}",
+                pc["value"]
+            )),
+            Some(_) if obj.get("globalDefault") == Some(&json!(true)) => Some(format!(
+                "globalDefault of {name} PriorityClass must be false"
+            )),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            causes.push(Cause::forbidden(
+                "metadata.name",
+                &format!(
+                    "priority class names with 'system-' prefix are reserved for system use only. error: {problem}"
+                ),
+            ));
+        }
+    } else if let Some(v) = value
+        && v > HIGHEST_USER_DEFINABLE_PRIORITY
+    {
+        causes.push(Cause::forbidden(
+            "value",
+            &format!(
+                "maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}"
+            ),
+        ));
+    }
+    if let Some(policy) = obj.get("preemptionPolicy").and_then(Value::as_str)
+        && !matches!(policy, "PreemptLowerPriority" | "Never")
+    {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: \"{policy}\": supported values: \"Never\", \"PreemptLowerPriority\""
+            ),
+            field: "preemptionPolicy".into(),
+        });
+    }
+    if let Some(old) = old {
+        for field in ["value", "preemptionPolicy"] {
+            if old.get(field) != obj.get(field) {
+                causes.push(Cause::forbidden(field, "may not be changed in an update."));
+            }
+        }
     }
 }
 

@@ -906,6 +906,75 @@ fn priority_admission_resolves_classes() {
 }
 
 #[test]
+fn priority_classes_are_validated_like_upstream() {
+    let s = Server::start(&["--disable-scheduler", "--disable-controller-manager"]);
+    let pc = |name: &str, extra: Value| {
+        let mut v = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                           "metadata": {"name": name}, "value": 10});
+        merge(&mut v, &extra);
+        v
+    };
+    let refused = |obj: Value| {
+        let (_d, path) = manifest(&obj.to_string());
+        s.kubectl_err(&["create", "-f", path.to_str().unwrap()])
+    };
+    // User classes stop at 1e9; `system-` names are reserved.
+    let err = refused(pc("huge", json!({"value": 1_000_000_001})));
+    assert!(
+        err.contains("maximum allowed value of a user defined priority is 1000000000"),
+        "{err}"
+    );
+    let err = refused(pc("system-mine", json!({})));
+    assert!(
+        err.contains("priority class names with 'system-' prefix are reserved for system use only"),
+        "{err}"
+    );
+    let err = refused(pc("odd", json!({"preemptionPolicy": "Sometimes"})));
+    assert!(err.contains("Unsupported value: \"Sometimes\""), "{err}");
+    for name in ["huge", "system-mine", "odd"] {
+        let out = s.kubectl(&["get", "priorityclasses", "-o", "name"]);
+        assert!(!out.contains(name), "{name} was stored: {out}");
+    }
+    // One global default at most (403, as upstream's priority admission).
+    apply(&s, &[pc("first", json!({"globalDefault": true}))]);
+    let err = refused(pc("second", json!({"globalDefault": true})));
+    assert!(
+        err.contains(
+            "PriorityClass first is already marked as default. Only one default can exist"
+        ),
+        "{err}"
+    );
+    apply(&s, &[pc("second", json!({}))]);
+    let err = s.kubectl_err(&[
+        "patch",
+        "priorityclass",
+        "second",
+        "--type=merge",
+        "-p",
+        r#"{"globalDefault":true}"#,
+    ]);
+    assert!(err.contains("is already marked as default"), "{err}");
+    // value and preemptionPolicy are immutable.
+    let err = s.kubectl_err(&[
+        "patch",
+        "priorityclass",
+        "second",
+        "--type=merge",
+        "-p",
+        r#"{"value":11}"#,
+    ]);
+    assert!(err.contains("may not be changed in an update"), "{err}");
+    assert_eq!(jsonpath(&s, "priorityclass", "second", "{.value}"), "10");
+    // The built-in classes cannot be deleted.
+    let err = s.kubectl_err(&["delete", "priorityclass", "system-node-critical"]);
+    assert!(
+        err.contains("this is a system priority class and cannot be deleted"),
+        "{err}"
+    );
+    s.kubectl(&["get", "priorityclass", "system-node-critical"]);
+}
+
+#[test]
 fn other_scheduler_names_are_ignored() {
     let s = Server::start(&[]);
     apply(&s, &[node("node-1", "4", "110", json!({}))]);
