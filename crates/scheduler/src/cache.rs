@@ -12,7 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Node;
 
 use crate::framework::selector::Labels;
-use crate::framework::types::DisruptionBudget;
+use crate::framework::types::{DisruptionBudget, Spreaders};
 use crate::framework::{NodeInfo, PodInfo, Snapshot};
 
 /// Where the cache keeps one pod.
@@ -50,6 +50,8 @@ pub struct Cache {
     /// PodDisruptionBudgets by `namespace/name`.
     pdb_index: HashMap<String, usize>,
     pdbs: Vec<DisruptionBudget>,
+    /// Service and workload selectors (default spread constraints).
+    pub spreaders: Spreaders,
 }
 
 impl Cache {
@@ -69,6 +71,7 @@ impl Cache {
             pods_with_affinity: self.with_affinity,
             pods_with_required_anti_affinity: self.with_required_anti_affinity,
             pdbs: &self.pdbs,
+            spreaders: &self.spreaders,
         }
     }
 

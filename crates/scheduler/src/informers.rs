@@ -1,4 +1,5 @@
-//! Informers: kube-runtime watchers on pods, nodes and namespaces whose events update the
+//! Informers: kube-runtime watchers on pods, nodes, namespaces, PodDisruptionBudgets and
+//! the selectors of Services and workloads (default spread constraints), whose events update the
 //! cache and the queue (upstream's event handlers), and turn into cluster events that
 //! requeue unschedulable pods.
 //!
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::cache::PodChange;
 use crate::framework::resource::Resource;
+use crate::framework::selector::{Labels, Selector};
 use crate::framework::types::DisruptionBudget;
 use crate::framework::{ActionType, ClusterEvent, EventObjects, EventResource, PodInfo};
 use crate::scheduler::Shared;
@@ -32,6 +34,8 @@ pub struct Synced {
     nodes: AtomicBool,
     namespaces: AtomicBool,
     pdbs: AtomicBool,
+    /// Service, ReplicationController, ReplicaSet and StatefulSet informers synced.
+    spreaders: std::sync::atomic::AtomicUsize,
     notify: Notify,
 }
 
@@ -47,6 +51,7 @@ impl Synced {
             && self.nodes.load(Ordering::SeqCst)
             && self.namespaces.load(Ordering::SeqCst)
             && self.pdbs.load(Ordering::SeqCst)
+            && self.spreaders.load(Ordering::SeqCst) >= SPREADER_KINDS
     }
 
     /// Waits until every informer has synced.
@@ -412,6 +417,114 @@ pub async fn watch_namespaces(client: kube::Client, shared: Arc<Shared>, synced:
             Ok(Event::InitDone) => synced.mark(&synced.namespaces),
             Ok(Event::Init) => {}
             Err(err) => tracing::warn!(?err, "namespace watch failed; retrying"),
+        }
+    }
+}
+
+/// Kinds whose selectors feed the default spread constraints.
+const SPREADER_KINDS: usize = 4;
+
+/// Where one object's selector goes in [`crate::framework::types::Spreaders`].
+enum SpreaderEntry {
+    Service(Labels),
+    ReplicationController(Labels),
+    Set(Selector),
+}
+
+/// Watches Services, ReplicationControllers, ReplicaSets and StatefulSets and keeps their
+/// selectors (for the default topology spread constraints of pods they select).
+pub async fn watch_spreaders(client: kube::Client, shared: Arc<Shared>, synced: Arc<Synced>) {
+    use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+    use k8s_openapi::api::core::v1::{ReplicationController, Service};
+    tokio::join!(
+        watch_spreader::<Service>(client.clone(), &shared, &synced, |s| {
+            let sel = s.spec.as_ref()?.selector.clone()?;
+            (!sel.is_empty()).then_some(SpreaderEntry::Service(sel))
+        }),
+        watch_spreader::<ReplicationController>(client.clone(), &shared, &synced, |rc| {
+            let sel = rc.spec.as_ref()?.selector.clone()?;
+            Some(SpreaderEntry::ReplicationController(sel))
+        }),
+        watch_spreader::<ReplicaSet>(client.clone(), &shared, &synced, |rs| {
+            let sel = rs.spec.as_ref().map(|s| &s.selector);
+            Some(SpreaderEntry::Set(Selector::from_label_selector(sel)))
+        }),
+        watch_spreader::<StatefulSet>(client, &shared, &synced, |ss| {
+            let sel = ss.spec.as_ref().map(|s| &s.selector);
+            Some(SpreaderEntry::Set(Selector::from_label_selector(sel)))
+        }),
+    );
+}
+
+async fn watch_spreader<K>(
+    client: kube::Client,
+    shared: &Shared,
+    synced: &Synced,
+    entry: fn(&K) -> Option<SpreaderEntry>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let kind = K::kind(&());
+    let names = |o: &K| {
+        let meta = o.meta();
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    };
+    let remove = |shared: &Shared, ns: &str, name: &str| {
+        let mut st = shared.state.lock();
+        let sp = &mut st.cache.spreaders;
+        if kind == "Service" {
+            if let Some(m) = sp.services.get_mut(ns) {
+                m.remove(name);
+            }
+        } else if kind == "ReplicationController" {
+            sp.replication_controllers.remove(&format!("{ns}/{name}"));
+        } else {
+            sp.sets.remove(&format!("{kind}/{ns}/{name}"));
+        }
+    };
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::InitApply(o)) | Ok(Event::Apply(o)) => {
+                let (ns, name) = names(&o);
+                remove(shared, &ns, &name);
+                let mut st = shared.state.lock();
+                let sp = &mut st.cache.spreaders;
+                match entry(&o) {
+                    Some(SpreaderEntry::Service(sel)) => {
+                        sp.services.entry(ns).or_default().insert(name, sel);
+                    }
+                    Some(SpreaderEntry::ReplicationController(sel)) => {
+                        sp.replication_controllers
+                            .insert(format!("{ns}/{name}"), sel);
+                    }
+                    Some(SpreaderEntry::Set(sel)) => {
+                        sp.sets.insert(format!("{kind}/{ns}/{name}"), sel);
+                    }
+                    None => {}
+                }
+            }
+            Ok(Event::Delete(o)) => {
+                let (ns, name) = names(&o);
+                remove(shared, &ns, &name);
+            }
+            Ok(Event::InitDone) => {
+                synced.spreaders.fetch_add(1, Ordering::SeqCst);
+                synced.notify.notify_waiters();
+            }
+            Ok(Event::Init) => {}
+            Err(err) => tracing::warn!(?err, %kind, "watch failed; retrying"),
         }
     }
 }

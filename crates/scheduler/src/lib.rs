@@ -123,6 +123,11 @@ pub async fn run_scheduler(client: kube::Client, config: Config, mut stop: watch
         shared.clone(),
         synced.clone(),
     ));
+    tasks.spawn(informers::watch_spreaders(
+        client.clone(),
+        shared.clone(),
+        synced.clone(),
+    ));
     tasks.spawn(informers::watch_pdbs(
         client.clone(),
         shared.clone(),

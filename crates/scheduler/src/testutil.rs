@@ -93,6 +93,20 @@ impl PodBuilder {
     }
 
     /// Binds to a node.
+    pub(crate) fn owner(mut self, api_version: &str, kind: &str, name: &str) -> Self {
+        self.pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        self
+    }
+
     pub(crate) fn node(mut self, node: &str) -> Self {
         self.spec().node_name = Some(node.into());
         self
@@ -530,6 +544,8 @@ pub(crate) struct TestCluster {
     namespaces: HashMap<String, Labels>,
     image_nodes: HashMap<String, usize>,
     pdbs: Vec<crate::framework::types::DisruptionBudget>,
+    /// Service and workload selectors.
+    pub(crate) spreaders: crate::framework::types::Spreaders,
 }
 
 impl TestCluster {
@@ -552,6 +568,7 @@ impl TestCluster {
             namespaces: HashMap::new(),
             image_nodes,
             pdbs: Vec::new(),
+            spreaders: Default::default(),
         }
     }
 
@@ -588,6 +605,7 @@ impl TestCluster {
                 .map(|n| n.pods_with_required_anti_affinity.len())
                 .sum(),
             pdbs: &self.pdbs,
+            spreaders: &self.spreaders,
         }
     }
 }

@@ -436,6 +436,72 @@ impl DisruptionBudget {
     }
 }
 
+/// The selectors upstream's `DefaultSelector` reads to give pods without
+/// `topologySpreadConstraints` the system default ones: Services (by namespace), and the
+/// ReplicationControllers, ReplicaSets and StatefulSets that own pods.
+#[derive(Debug, Default)]
+pub struct Spreaders {
+    /// Non-empty Service selectors: namespace -> service name -> selector.
+    pub services: HashMap<String, HashMap<String, Labels>>,
+    /// ReplicationController selectors by `namespace/name`.
+    pub replication_controllers: HashMap<String, Labels>,
+    /// ReplicaSet and StatefulSet selectors by `Kind/namespace/name`.
+    pub sets: HashMap<String, Selector>,
+}
+
+impl Spreaders {
+    /// Upstream's `DefaultSelector`: the labels of every Service selecting the pod, merged
+    /// with its owning ReplicationController's selector, plus the requirements of its
+    /// owning ReplicaSet or StatefulSet. Empty when nothing selects the pod.
+    pub fn default_selector(&self, pod: &Pod) -> Selector {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
+        let labels = pod_labels(pod);
+        let mut merged = Labels::new();
+        for selector in self
+            .services
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                merged.extend(selector.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        let owner = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true));
+        let mut extra = Vec::new();
+        if let Some(owner) = owner {
+            match (owner.api_version.as_str(), owner.kind.as_str()) {
+                ("v1", "ReplicationController") => {
+                    let key = format!("{namespace}/{}", owner.name);
+                    if let Some(sel) = self.replication_controllers.get(&key) {
+                        merged.extend(sel.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                }
+                ("apps/v1", kind @ ("ReplicaSet" | "StatefulSet")) => {
+                    let key = format!("{kind}/{namespace}/{}", owner.name);
+                    if let Some(Selector::Requirements(reqs)) = self.sets.get(&key) {
+                        extra.extend(reqs.iter().cloned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut selector = Selector::everything();
+        for (k, v) in &merged {
+            selector.add_equal(k, v);
+        }
+        if let Selector::Requirements(reqs) = &mut selector {
+            reqs.extend(extra);
+        }
+        selector
+    }
+}
+
 /// A read-only view of the cluster during one scheduling cycle.
 #[derive(Clone, Copy)]
 pub struct Snapshot<'a> {
@@ -453,6 +519,8 @@ pub struct Snapshot<'a> {
     pub pods_with_required_anti_affinity: usize,
     /// PodDisruptionBudgets, for preemption.
     pub pdbs: &'a [DisruptionBudget],
+    /// Selectors for the default topology spread constraints.
+    pub spreaders: &'a Spreaders,
 }
 
 static NO_LABELS: Labels = Labels::new();

@@ -2,6 +2,9 @@
 //! topology domains (zones, hosts). `DoNotSchedule` constraints filter: placing the pod
 //! must not make `matching pods in the domain - global minimum` exceed `maxSkew`.
 //! `ScheduleAnyway` constraints score: domains with fewer matching pods score higher.
+//! Pods without any constraint get the system defaults (`defaultingType: System`): skew 3
+//! over hosts and 5 over zones, ScheduleAnyway, over the pods selected by the Services and
+//! the ReplicaSet/StatefulSet/ReplicationController that select this pod.
 
 use std::collections::HashMap;
 
@@ -27,6 +30,8 @@ pub const ERR_REASON_NODE_LABEL_NOT_MATCH: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 /// The hostname label (per-node domains are counted on the fly when scoring).
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// The zone label.
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
 /// The PodTopologySpread plugin.
 #[derive(Debug, Default)]
@@ -97,6 +102,35 @@ pub fn constraints(pod: &Pod, action: &str) -> Vec<Constraint> {
         .flatten()
         .filter(|c| c.when_unsatisfiable == action)
         .map(|c| Constraint::parse(c, pod))
+        .collect()
+}
+
+/// Upstream's system default constraints for a pod without any: `maxSkew` 3 over hosts and
+/// 5 over zones, ScheduleAnyway, over what its Services and controller select (none when
+/// nothing selects it).
+pub fn default_constraints(pod: &Pod, snapshot: &Snapshot<'_>) -> Vec<Constraint> {
+    let has_own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty());
+    if has_own {
+        return Vec::new();
+    }
+    let selector = snapshot.spreaders.default_selector(pod);
+    if selector.is_everything() {
+        return Vec::new();
+    }
+    [(3, LABEL_HOSTNAME), (5, LABEL_ZONE)]
+        .into_iter()
+        .map(|(max_skew, key)| Constraint {
+            max_skew,
+            topology_key: key.into(),
+            selector: selector.clone(),
+            min_domains: 1,
+            honor_node_affinity: true,
+            honor_node_taints: false,
+        })
         .collect()
 }
 
@@ -336,7 +370,14 @@ impl PreScorePlugin for PodTopologySpread {
         nodes: &[&NodeInfo],
         snapshot: &Snapshot<'_>,
     ) -> Status {
-        let cs = constraints(&pod.pod, "ScheduleAnyway");
+        let mut cs = constraints(&pod.pod, "ScheduleAnyway");
+        // With the system defaults, nodes lacking a topology label are not ignored (those
+        // constraints just do not score them), as upstream's `requireAllTopologies`.
+        let mut require_all = true;
+        if cs.is_empty() {
+            cs = default_constraints(&pod.pod, snapshot);
+            require_all = false;
+        }
         if cs.is_empty() || snapshot.nodes.is_empty() {
             return Status::skip();
         }
@@ -345,8 +386,13 @@ impl PreScorePlugin for PodTopologySpread {
             ..Default::default()
         };
         let mut sizes = vec![0usize; cs.len()];
+        let value = |node: &NodeInfo, key: &str| {
+            node.labels()
+                .get(key)
+                .map_or_else(String::new, String::clone)
+        };
         for node in nodes {
-            if !has_all_keys(node.labels(), &cs) {
+            if require_all && !has_all_keys(node.labels(), &cs) {
                 s.ignored.push(node.name.clone());
                 continue;
             }
@@ -354,9 +400,9 @@ impl PreScorePlugin for PodTopologySpread {
                 if c.topology_key == LABEL_HOSTNAME {
                     continue;
                 }
-                let v = &node.labels()[&c.topology_key];
-                if !s.counts[i].contains_key(v) {
-                    s.counts[i].insert(v.clone(), 0);
+                let v = value(node, &c.topology_key);
+                if let std::collections::hash_map::Entry::Vacant(slot) = s.counts[i].entry(v) {
+                    slot.insert(0);
                     sizes[i] += 1;
                 }
             }
@@ -375,15 +421,14 @@ impl PreScorePlugin for PodTopologySpread {
             .collect();
         let affinity = RequiredNodeAffinity::of(&pod.pod);
         for node in snapshot.nodes {
-            if !has_all_keys(node.labels(), &cs) {
+            if require_all && !has_all_keys(node.labels(), &cs) {
                 continue;
             }
             for (i, c) in cs.iter().enumerate() {
                 if c.topology_key == LABEL_HOSTNAME || !c.includes(pod, node, &affinity) {
                     continue;
                 }
-                let v = &node.labels()[&c.topology_key];
-                if let Some(slot) = s.counts[i].get_mut(v) {
+                if let Some(slot) = s.counts[i].get_mut(&value(node, &c.topology_key)) {
                     *slot += i64::from(count_matching(node, &c.selector, pod.namespace()));
                 }
             }

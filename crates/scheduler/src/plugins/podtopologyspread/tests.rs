@@ -143,3 +143,72 @@ fn score_prefers_emptier_hosts() {
     assert!(scores[2] > scores[1] && scores[1] > scores[0], "{scores:?}");
     assert_eq!(scores[2], 100);
 }
+
+fn default_scores(c: &TestCluster, p: &PodInfo) -> Option<Vec<i64>> {
+    let mut state = CycleState::new();
+    let nodes: Vec<&NodeInfo> = c.nodes.iter().collect();
+    let status = PodTopologySpread.pre_score(&mut state, p, &nodes, &c.snapshot());
+    if status.is_skip() {
+        return None;
+    }
+    let mut scores: Vec<i64> = nodes
+        .iter()
+        .map(|n| {
+            PodTopologySpread
+                .score(&state, p, n, &c.snapshot())
+                .unwrap()
+        })
+        .collect();
+    PodTopologySpread.normalize(&state, p, &mut scores);
+    Some(scores)
+}
+
+#[test]
+fn system_defaults_spread_pods_of_a_replicaset_or_service() {
+    use crate::framework::selector::Selector;
+    let mut c = TestCluster::new(vec![
+        node("n1").with_pods(vec![
+            pod("w1").label("app", "web").node("n1").info(),
+            pod("w2").label("app", "web").node("n1").info(),
+        ]),
+        node("n2").with_pods(vec![pod("d1").label("app", "db").node("n2").info()]),
+        node("n3").info(),
+    ]);
+    // A pod nothing selects gets no default constraints.
+    let lone = pod("p").label("app", "web").info();
+    assert!(default_scores(&c, &lone).is_none());
+    // Owned by a ReplicaSet selecting app=web: hosts with fewer web pods score higher;
+    // nodes without a zone label are not ignored under the system defaults.
+    let sel = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some([("app".to_string(), "web".to_string())].into()),
+        ..Default::default()
+    };
+    c.spreaders.sets.insert(
+        "ReplicaSet/default/web".into(),
+        Selector::from_label_selector(Some(&sel)),
+    );
+    let owned = pod("p")
+        .label("app", "web")
+        .owner("apps/v1", "ReplicaSet", "web")
+        .info();
+    let scores = default_scores(&c, &owned).expect("default constraints apply");
+    assert!(scores[1] > scores[0] && scores[2] > scores[0], "{scores:?}");
+    // A Service selecting the pod does the same for a pod without an owner.
+    c.spreaders.sets.clear();
+    c.spreaders
+        .services
+        .entry("default".into())
+        .or_default()
+        .insert(
+            "web".into(),
+            [("app".to_string(), "web".to_string())].into(),
+        );
+    let scores = default_scores(&c, &lone).expect("a Service selects the pod");
+    assert!(scores[1] > scores[0], "{scores:?}");
+    // Own constraints replace the defaults.
+    let own = pod("p")
+        .label("app", "web")
+        .spread(1, LABEL_HOSTNAME, "DoNotSchedule", &[("app", "web")])
+        .info();
+    assert!(default_scores(&c, &own).is_none());
+}
