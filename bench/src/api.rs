@@ -19,8 +19,7 @@
 //! It prints a table and writes it, with the machine's details, to `bench/api/REPORT.md`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,9 +29,10 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::{Client, Config};
 use parking_lot::Mutex;
+use rkube_bench::cluster::Server;
 use rkube_store::Store;
 use rkube_store::etcd::EtcdStore;
 use rkube_store::testing::EtcdProcess;
@@ -92,75 +92,6 @@ struct Result_ {
     list_items: usize,
     watch: Phase,
     peak_rss_mib: f64,
-}
-
-/// A running server, killed (by PID) on drop.
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts the server and returns it with the milliseconds until `/readyz` answered 200.
-    async fn start(args: &Args, data: &Path, extra: &[String]) -> anyhow::Result<(Self, f64)> {
-        let port = free_port()?;
-        let kubeconfig = data.join("admin.kubeconfig");
-        let started = Instant::now();
-        let child = Command::new(&args.rkube)
-            .arg("server")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--https-listen-port", &port.to_string(), "--disable-agent"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", args.rkube.display()))?;
-        let server = Server { child, kubeconfig };
-        let deadline = started + Duration::from_secs(30);
-        loop {
-            if Instant::now() > deadline {
-                bail!("the server was not ready within 30 s");
-            }
-            if let Ok(client) = server.client().await {
-                let req = http::Request::get("/readyz").body(Vec::new())?;
-                if client.request_text(req).await.is_ok() {
-                    return Ok((server, started.elapsed().as_secs_f64() * 1000.0));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn client(&self) -> anyhow::Result<Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        Ok(Client::try_from(config)?)
-    }
-
-    fn rss_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn histogram() -> Histogram<u64> {
@@ -257,21 +188,21 @@ async fn bench_server(args: &Args, backend: &str) -> anyhow::Result<Result_> {
     } else {
         None
     };
-    let extra: Vec<String> = match &etcd {
-        Some(e) => vec!["--datastore-endpoint".into(), e.endpoint.clone()],
+    let extra: Vec<&str> = match &etcd {
+        Some(e) => vec!["--datastore-endpoint", e.endpoint.as_str()],
         None => Vec::new(),
     };
     let dir = tempfile::tempdir_in(&args.data_dir)?;
     let data = dir.path().join("rkube");
     {
-        let (server, cold) = Server::start(args, &data, &extra).await?;
+        let (server, cold) = Server::start(&args.rkube, &data, &extra).await?;
         out.cold_ready_ms = cold;
         drop(server);
     }
-    let (server, warm) = Server::start(args, &data, &extra).await?;
+    let (server, warm) = Server::start(&args.rkube, &data, &extra).await?;
     out.warm_ready_ms = warm;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    out.idle_rss_mib = server.rss_mib("VmRSS:");
+    out.idle_rss_mib = server.proc_.memory_mib("VmRSS:");
     println!(
         "{backend}: ready in {cold:.0} ms cold, {warm:.0} ms warm; idle RSS {:.1} MiB",
         out.idle_rss_mib,
@@ -375,7 +306,7 @@ async fn bench_server(args: &Args, backend: &str) -> anyhow::Result<Result_> {
 
     out.watch = bench_watch(&clients, args).await?;
     print_phase(backend, "watch delivery", &out.watch);
-    out.peak_rss_mib = server.rss_mib("VmHWM:");
+    out.peak_rss_mib = server.peak_rss_mib();
     drop(server);
     drop(etcd);
     Ok(out)

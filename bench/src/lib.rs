@@ -1,4 +1,7 @@
-//! What the benchmark binaries share: the machine description and date their reports carry.
+//! What the benchmark binaries share: the machine description and date their reports carry,
+//! and the [`cluster`] processes they drive.
+
+pub mod cluster;
 
 /// CPUs, kernel and the etcd on this machine, for a report's heading.
 pub fn machine() -> String {

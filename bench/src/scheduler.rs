@@ -1,7 +1,8 @@
 //! `scheduler-bench`: scheduler throughput, modelled on upstream `scheduler_perf`.
 //!
-//! For each workload it starts a fresh `rkube server --disable-agent` (API server, store and
-//! scheduler in one process) and `rkube sim` for the nodes, waits until every node is Ready,
+//! For each workload it starts a fresh `rkube server --disable-agent
+//! --disable-controller-manager` (API server, store and scheduler in one process, no
+//! controllers, as upstream's scheduler_perf) and `rkube sim` for the nodes, waits until every node is Ready,
 //! then creates the pods from `--clients` concurrent kube-rs clients (no `spec.nodeName`,
 //! default scheduler) while a watch records when each pod's binding shows up. It reports
 //! pods/s (pods ÷ seconds from the first create to the last binding observed), p50/p99
@@ -21,8 +22,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,12 +30,13 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::serde_json::{self, json};
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::{Client, Config};
 use parking_lot::Mutex;
+use rkube_bench::cluster::{Server, start_sim, wait_nodes_ready};
 
 /// Measures the scheduler's throughput and writes a report.
 #[derive(Parser, Debug)]
@@ -119,149 +120,6 @@ struct Outcome {
     p99_ms: f64,
     cpu_s: f64,
     peak_rss_mib: f64,
-}
-
-/// A child process, killed (by PID) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A running server, killed on drop.
-struct Server {
-    proc_: Proc,
-    kubeconfig: PathBuf,
-}
-
-impl Server {
-    async fn start(args: &Args, data: &Path) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let kubeconfig = data.join("admin.kubeconfig");
-        let child = Command::new(&args.rkube)
-            .arg("server")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--https-listen-port", &port.to_string(), "--disable-agent"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", args.rkube.display()))?;
-        let server = Server {
-            proc_: Proc(child),
-            kubeconfig,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if Instant::now() > deadline {
-                bail!("the server was not ready within 30 s");
-            }
-            if let Ok(client) = server.client().await {
-                let req = http::Request::get("/readyz").body(Vec::new())?;
-                if client.request_text(req).await.is_ok() {
-                    return Ok(server);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.proc_.0.id()
-    }
-
-    async fn client(&self) -> anyhow::Result<Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        Ok(Client::try_from(config)?)
-    }
-
-    /// utime + stime of the server, in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / clock_ticks()
-    }
-
-    fn peak_rss_mib(&self) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn start_sim(
-    args: &Args,
-    kubeconfig: &Path,
-    nodes: usize,
-    prefix: &str,
-    extra: &[&str],
-) -> anyhow::Result<Proc> {
-    let child = Command::new(&args.rkube)
-        .arg("sim")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start rkube sim")?;
-    Ok(Proc(child))
-}
-
-async fn wait_nodes_ready(client: &Client, want: usize, timeout: Duration) -> anyhow::Result<()> {
-    let api: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + timeout;
-    loop {
-        let nodes = api.list(&ListParams::default()).await?;
-        let ready = nodes
-            .items
-            .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        if ready >= want {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("only {ready} of {want} nodes Ready after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn pod(kind: Kind, phase: &str, name: &str) -> anyhow::Result<Pod> {
@@ -446,7 +304,12 @@ async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
     println!("{}: {nodes} nodes, {pods} pods", kind.name());
     std::fs::create_dir_all(&args.data_dir)?;
     let dir = tempfile::tempdir_in(&args.data_dir)?;
-    let server = Server::start(args, &dir.path().join("rkube")).await?;
+    let (server, _) = Server::start(
+        &args.rkube,
+        &dir.path().join("rkube"),
+        &["--disable-controller-manager"],
+    )
+    .await?;
     let admin = server.client().await?;
 
     let t = Instant::now();
@@ -458,7 +321,7 @@ async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
                 let n = nodes / zones + usize::from(z < nodes % zones);
                 let label = format!("topology.kubernetes.io/zone=z{z}");
                 sims.push(start_sim(
-                    args,
+                    &args.rkube,
                     &server.kubeconfig,
                     n,
                     &format!("z{z}-"),
@@ -468,14 +331,20 @@ async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
         }
         Kind::Preemption => {
             sims.push(start_sim(
-                args,
+                &args.rkube,
                 &server.kubeconfig,
                 nodes,
                 "sim-",
                 &["--cpu", "1"],
             )?);
         }
-        _ => sims.push(start_sim(args, &server.kubeconfig, nodes, "sim-", &[])?),
+        _ => sims.push(start_sim(
+            &args.rkube,
+            &server.kubeconfig,
+            nodes,
+            "sim-",
+            &[],
+        )?),
     }
     wait_nodes_ready(&admin, nodes, Duration::from_secs(args.timeout)).await?;
     let nodes_ready_s = t.elapsed().as_secs_f64();
@@ -544,8 +413,9 @@ fn report(args: &Args, results: &[Outcome], errors: &[String]) -> String {
     let _ = writeln!(
         out,
         "Machine: {}. Date: {}. Generated by `bench/scheduler/run` (`scheduler-bench`), \
-         {} concurrent kube-rs clients creating pods; `rkube server --disable-agent` (API \
-         server, embedded store and scheduler in one process) and `rkube sim` for the nodes, \
+         {} concurrent kube-rs clients creating pods; `rkube server --disable-agent \
+         --disable-controller-manager` (API server, embedded store and scheduler in one \
+         process, no controllers, as upstream's scheduler_perf) and `rkube sim` for the nodes, \
          all on this machine.\n",
         rkube_bench::machine(),
         rkube_bench::date(),
