@@ -2,8 +2,9 @@
 //!
 //! For each workload it starts a fresh `rkube server --disable-agent
 //! --disable-controller-manager` (API server, store and scheduler in one process, no
-//! controllers, as upstream's scheduler_perf) and `rkube sim` for the nodes, waits until every node is Ready,
-//! then creates the pods from `--clients` concurrent kube-rs clients (no `spec.nodeName`,
+//! controllers, as upstream's scheduler_perf), creates the nodes (`--nodes-from api`: Ready
+//! Node objects as scheduler_perf's node template, no kubelets; `sim`: `rkube sim`), waits
+//! until every node is Ready, then creates the pods from `--clients` concurrent kube-rs clients (no `spec.nodeName`,
 //! default scheduler) while a watch records when each pod's binding shows up. It reports
 //! pods/s (pods ÷ seconds from the first create to the last binding observed), p50/p99
 //! scheduling latency (binding observed − create returned), the server's CPU seconds over the
@@ -30,13 +31,13 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::serde_json::{self, json};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use parking_lot::Mutex;
-use rkube_bench::cluster::{Server, start_sim, wait_nodes_ready};
+use rkube_bench::cluster::{Proc, Server, start_sim, wait_nodes_ready};
 
 /// Measures the scheduler's throughput and writes a report.
 #[derive(Parser, Debug)]
@@ -60,6 +61,11 @@ struct Args {
     /// Concurrent clients creating pods.
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Where the nodes come from: `api` creates Ready Node objects directly, as upstream's
+    /// scheduler_perf does (no kubelets: bound pods stay Pending, no heartbeats); `sim` runs
+    /// `rkube sim` (leases renewed, bound pods go Running), a heavier load on the server.
+    #[arg(long, default_value = "api", value_parser = ["api", "sim"])]
+    nodes_from: String,
     /// Seconds to wait for the nodes, and then for all bindings, before giving up.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -293,26 +299,8 @@ async fn create_and_wait(
     })
 }
 
-async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
-    let (nodes, pods) = kind.size();
-    let nodes = args.nodes.unwrap_or(nodes);
-    let mut pods = args.pods.unwrap_or(pods);
-    if matches!(kind, Kind::AntiAffinity | Kind::Preemption) && pods > nodes {
-        // One pod per node at most: anti-affinity on hostname, one victim per node.
-        pods = nodes;
-    }
-    println!("{}: {nodes} nodes, {pods} pods", kind.name());
-    std::fs::create_dir_all(&args.data_dir)?;
-    let dir = tempfile::tempdir_in(&args.data_dir)?;
-    let (server, _) = Server::start(
-        &args.rkube,
-        &dir.path().join("rkube"),
-        &["--disable-controller-manager"],
-    )
-    .await?;
-    let admin = server.client().await?;
-
-    let t = Instant::now();
+/// Starts the sims for `kind`'s nodes.
+fn start_sims(args: &Args, server: &Server, kind: Kind, nodes: usize) -> anyhow::Result<Vec<Proc>> {
     let mut sims = Vec::new();
     match kind {
         Kind::Spreading => {
@@ -346,6 +334,78 @@ async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
             &[],
         )?),
     }
+    Ok(sims)
+}
+
+/// Upstream scheduler_perf's node template (4 cpu, 32Gi, 110 pods; 1 cpu for preemption;
+/// zones `z0`..`z9` for spreading), Ready, created by the clients.
+async fn create_nodes(clients: &[Client], kind: Kind, nodes: usize) -> anyhow::Result<()> {
+    let cpu = if kind == Kind::Preemption { "1" } else { "4" };
+    let n = clients.len();
+    let mut tasks = Vec::new();
+    for (task, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let api: Api<Node> = Api::all(client);
+            for i in (task..nodes).step_by(n) {
+                let name = format!("node-{i}");
+                let mut labels = json!({"kubernetes.io/hostname": name});
+                if kind == Kind::Spreading {
+                    labels["topology.kubernetes.io/zone"] = json!(format!("z{}", i % 10));
+                }
+                let node: Node = serde_json::from_value(json!({
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name, "labels": labels},
+                    "status": {
+                        "capacity": {"cpu": cpu, "memory": "32Gi", "pods": "110"},
+                        "allocatable": {"cpu": cpu, "memory": "32Gi", "pods": "110"},
+                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                    },
+                }))?;
+                api.create(&PostParams::default(), &node)
+                    .await
+                    .with_context(|| format!("create node {name}"))?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
+    let (nodes, pods) = kind.size();
+    let nodes = args.nodes.unwrap_or(nodes);
+    let mut pods = args.pods.unwrap_or(pods);
+    if matches!(kind, Kind::AntiAffinity | Kind::Preemption) && pods > nodes {
+        // One pod per node at most: anti-affinity on hostname, one victim per node.
+        pods = nodes;
+    }
+    println!("{}: {nodes} nodes, {pods} pods", kind.name());
+    std::fs::create_dir_all(&args.data_dir)?;
+    let dir = tempfile::tempdir_in(&args.data_dir)?;
+    let (server, _) = Server::start(
+        &args.rkube,
+        &dir.path().join("rkube"),
+        &["--disable-controller-manager"],
+    )
+    .await?;
+    let admin = server.client().await?;
+
+    let mut clients = Vec::new();
+    for _ in 0..args.clients {
+        clients.push(server.client().await?);
+    }
+    let t = Instant::now();
+    let mut sims = Vec::new();
+    if args.nodes_from == "sim" {
+        sims = start_sims(args, &server, kind, nodes)?;
+    } else {
+        create_nodes(&clients, kind, nodes).await?;
+    }
     wait_nodes_ready(&admin, nodes, Duration::from_secs(args.timeout)).await?;
     let nodes_ready_s = t.elapsed().as_secs_f64();
     println!("  {nodes} nodes Ready after {nodes_ready_s:.1} s");
@@ -356,11 +416,6 @@ async fn run_workload(args: &Args, kind: Kind) -> anyhow::Result<Outcome> {
         &serde_json::from_value(json!({"metadata": {"name": "bench"}}))?,
     )
     .await?;
-    let mut clients = Vec::new();
-    for _ in 0..args.clients {
-        clients.push(server.client().await?);
-    }
-
     let phase = if kind == Kind::Preemption {
         let pcs: Api<PriorityClass> = Api::all(admin.clone());
         for (name, value) in [("bench-low", 100), ("bench-high", 100_000)] {
@@ -415,11 +470,17 @@ fn report(args: &Args, results: &[Outcome], errors: &[String]) -> String {
         "Machine: {}. Date: {}. Generated by `bench/scheduler/run` (`scheduler-bench`), \
          {} concurrent kube-rs clients creating pods; `rkube server --disable-agent \
          --disable-controller-manager` (API server, embedded store and scheduler in one \
-         process, no controllers, as upstream's scheduler_perf) and `rkube sim` for the nodes, \
-         all on this machine.\n",
+         process, no controllers, as upstream's scheduler_perf); nodes: {}; all on this \
+         machine.\n",
         rkube_bench::machine(),
         rkube_bench::date(),
-        args.clients
+        args.clients,
+        if args.nodes_from == "sim" {
+            "`rkube sim` (leases renewed every 10 s, bound pods go Running)"
+        } else {
+            "Ready Node objects created through the API from upstream scheduler_perf's node \
+             template (4 cpu, 32Gi, 110 pods), no kubelets, as scheduler_perf does"
+        }
     );
     let _ = writeln!(
         out,
