@@ -3,7 +3,11 @@
 # Debian packages rkube needs to build and test (see docs/architecture.md):
 #   protobuf-compiler, libprotobuf-dev  build the gRPC clients (etcd, CRI)
 #   etcd-server                          the HA store backend, and the test target for it
-RKUBE_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server)
+#   containerd runc                      the node agent's container runtime (CRI)
+#   containernetworking-plugins          the pod network (bridge, host-local)
+#   busybox-static                       the busybox and pause images (rkube image busybox|pause)
+#   nftables                             the service proxy's data plane
+RKUBE_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server containerd runc containernetworking-plugins busybox-static nftables)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -13,6 +13,9 @@ use crate::tls::{AUTHENTICATED_GROUP, UserInfo};
 #[derive(Default)]
 pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
+    /// Verifies service account tokens (see [`crate::serviceaccount_token`]); `None`: none
+    /// are accepted.
+    pub service_account_keys: Option<crate::serviceaccount_token::SharedKeys>,
 }
 
 /// A token file that cannot be used.
@@ -97,7 +100,10 @@ impl Authenticator {
                 },
             );
         }
-        Ok(Self { tokens })
+        Ok(Self {
+            tokens,
+            service_account_keys: None,
+        })
     }
 
     /// The user of a request: the client certificate's, else the bearer token's.

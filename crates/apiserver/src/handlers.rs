@@ -100,8 +100,13 @@ impl ApiServer {
             "/healthz" | "/livez" | "/readyz" => return Ok(self.health().await),
             _ => {}
         }
-        let user = self.authn.authenticate(req.headers(), peer);
-        let Some(_user) = user else {
+        let mut user = self.authn.authenticate(req.headers(), peer);
+        if user.is_none()
+            && let Some(keys) = &self.authn.service_account_keys
+        {
+            user = crate::serviceaccount_token::authenticate(keys, &self.rest, req.headers()).await;
+        }
+        let Some(user) = user else {
             return Err(ApiError::unauthorized());
         };
         let accept = req
@@ -164,6 +169,12 @@ impl ApiServer {
         let Some(info) = request::parse(req.method(), &path, watch) else {
             return Err(ApiError::no_route(&path));
         };
+        if info.verb == "create"
+            && info.group == "authentication.k8s.io"
+            && info.resource == "selfsubjectreviews"
+        {
+            return Ok(crate::serviceaccount_token::self_subject_review(&user));
+        }
         self.resource(req, info, query, accept).await
     }
 
@@ -687,6 +698,21 @@ impl ApiServer {
                     StatusCode::CREATED,
                     &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
                 ))
+            }
+            ("token", "create") if info.plural == "serviceaccounts" => {
+                let keys = self.authn.service_account_keys.as_ref().ok_or_else(|| {
+                    ApiError::unavailable("service account tokens are not enabled")
+                })?;
+                let request =
+                    decode_sub_body(headers, body, "authentication.k8s.io/v1", "TokenRequest")?;
+                crate::serviceaccount_token::create_token(
+                    keys,
+                    &self.rest,
+                    namespace.unwrap_or_default(),
+                    name,
+                    request,
+                )
+                .await
             }
             ("eviction", "create") => {
                 let eviction = decode_sub_body(headers, body, "policy/v1", "Eviction")?;

@@ -24,6 +24,7 @@ pub mod protobuf;
 pub mod request;
 pub mod rest;
 pub mod server;
+pub mod serviceaccount_token;
 pub mod status;
 pub mod strategy;
 pub mod table;

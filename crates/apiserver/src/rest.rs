@@ -1135,6 +1135,11 @@ impl Rest {
                         None => None,
                     },
                 );
+            // An explicit policy replaces the one recorded by an earlier delete (upstream
+            // `deletionFinalizersForGarbageCollection` drops both, then adds the one asked for).
+            if policy.is_some() {
+                finalizers.retain(|f| f != "foregroundDeletion" && f != "orphan");
+            }
             match policy {
                 Some("Foreground") => add_finalizer(&mut finalizers, "foregroundDeletion"),
                 Some("Orphan") => add_finalizer(&mut finalizers, "orphan"),
@@ -1160,9 +1165,10 @@ impl Rest {
                 let before = obj
                     .pointer("/metadata/finalizers")
                     .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
+                    .cloned()
+                    .unwrap_or_default();
                 if meta_str(&obj, "deletionTimestamp").is_some() {
-                    if finalizers.len() == before {
+                    if finalizers == before {
                         // Already being deleted: nothing more to record.
                         return Ok((obj, false));
                     }

@@ -77,6 +77,9 @@ pub enum StartError {
     /// A bad range flag.
     #[error("{0}")]
     Config(String),
+    /// The service account signing key.
+    #[error(transparent)]
+    ServiceAccountKey(#[from] crate::serviceaccount_token::KeyError),
     /// Bootstrapping the storage.
     #[error("cannot initialise the API storage: {0}")]
     Storage(#[from] crate::status::ApiError),
@@ -98,10 +101,13 @@ pub async fn start(
         },
     )?;
     let tls = Arc::new(crate::tls::server_config_for(&pki)?);
-    let authn = match &config.token_auth_file {
+    let mut authn = match &config.token_auth_file {
         Some(path) => Authenticator::with_token_file(path)?,
         None => Authenticator::default(),
     };
+    authn.service_account_keys = Some(Arc::new(
+        crate::serviceaccount_token::TokenKeys::load_or_create(&config.tls_dir)?,
+    ));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {

@@ -165,6 +165,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> ApiRes
                 ));
             }
         }
+        ("batch", "cronjobs") => validate_cronjob(obj, &mut causes),
         ("batch", "jobs") => {
             validate_pod_spec(
                 obj.pointer("/spec/template/spec"),
@@ -307,7 +308,7 @@ fn validate_priority_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Ca
         if let Some(problem) = problem {
             causes.push(Cause::forbidden(
                 "metadata.name",
-                &format!(
+                format!(
                     "priority class names with 'system-' prefix are reserved for system use only. error: {problem}"
                 ),
             ));
@@ -317,7 +318,7 @@ fn validate_priority_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Ca
     {
         causes.push(Cause::forbidden(
             "value",
-            &format!(
+            format!(
                 "maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}"
             ),
         ));
@@ -338,6 +339,54 @@ fn validate_priority_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Ca
             if old.get(field) != obj.get(field) {
                 causes.push(Cause::forbidden(field, "may not be changed in an update."));
             }
+        }
+    }
+}
+
+/// Upstream's CronJob checks on `spec.schedule` and `spec.timeZone` (an IANA name, not
+/// `Local`, from the bundled or system tz database); the schedule's syntax is checked by
+/// the cronjob controller, which reports an unparseable one as an event.
+fn validate_cronjob(obj: &Value, causes: &mut Vec<Cause>) {
+    let schedule = obj.pointer("/spec/schedule").and_then(Value::as_str);
+    match schedule {
+        None | Some("") => causes.push(Cause::required("spec.schedule")),
+        Some(s) => {
+            if obj.pointer("/spec/timeZone").is_some_and(|t| !t.is_null())
+                && (s.contains("TZ=") || s.contains("CRON_TZ="))
+            {
+                causes.push(Cause::invalid(
+                    "spec.schedule",
+                    &json!(s),
+                    "cannot use both timeZone field and TZ or CRON_TZ in schedule",
+                ));
+            }
+        }
+    }
+    if let Some(tz) = obj.pointer("/spec/timeZone").and_then(Value::as_str) {
+        let valid_part = |p: &str| {
+            p != "."
+                && p != ".."
+                && !p.starts_with('-')
+                && !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
+        };
+        let message = if tz.is_empty() {
+            Some("timeZone must be nil or non-empty string".to_string())
+        } else if !tz.split('/').all(valid_part) {
+            Some(format!("unknown time zone {tz}"))
+        } else if tz.eq_ignore_ascii_case("Local") {
+            Some(
+                "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"
+                    .to_string(),
+            )
+        } else if jiff::tz::TimeZone::get(tz).is_err() {
+            Some(format!("unknown time zone {tz}"))
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            causes.push(Cause::invalid("spec.timeZone", &json!(tz), message));
         }
     }
 }
@@ -535,6 +584,33 @@ pub fn apply_scale(obj: &mut Value, scale: &Value) -> ApiResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cronjob_time_zones_must_be_known() {
+        let info = rkube_api::registry::registry()
+            .get("batch", "v1", "cronjobs")
+            .unwrap();
+        let cj = |tz: Value, schedule: &str| {
+            json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "timeZone": tz,
+                "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}}}})
+        };
+        assert!(validate(info, &cj(json!("Europe/Berlin"), "0 9 * * *"), None).is_ok());
+        assert!(validate(info, &cj(Value::Null, "0 9 * * *"), None).is_ok());
+        for bad in [
+            "Mars/Olympus",
+            "Local",
+            "",
+            "../etc/passwd",
+            "Europe/-Berlin",
+        ] {
+            assert!(
+                validate(info, &cj(json!(bad), "0 9 * * *"), None).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        assert!(validate(info, &cj(json!("UTC"), "TZ=UTC 0 9 * * *"), None).is_err());
+        assert!(validate(info, &cj(Value::Null, ""), None).is_err());
+    }
 
     #[test]
     fn qos_classes() {

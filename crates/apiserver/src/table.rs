@@ -81,6 +81,18 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             C("Secrets", "integer", 0),
             C("Age", "string", 0),
         ],
+        ("", "endpoints") => vec![
+            C("Name", "string", 0),
+            C("Endpoints", "string", 0),
+            C("Age", "string", 0),
+        ],
+        ("discovery.k8s.io", "endpointslices") => vec![
+            C("Name", "string", 0),
+            C("AddressType", "string", 0),
+            C("Ports", "string", 0),
+            C("Endpoints", "string", 0),
+            C("Age", "string", 0),
+        ],
         ("batch", "jobs") => vec![
             C("Name", "string", 0),
             C("Status", "string", 0),
@@ -141,6 +153,62 @@ fn none(s: &str) -> String {
     } else {
         s.into()
     }
+}
+
+/// At most three entries then `+ N more...`, as kubectl's printers; `empty` when none.
+fn first_three(items: Vec<String>, empty: &str) -> String {
+    if items.is_empty() {
+        return empty.into();
+    }
+    let shown = items[..items.len().min(3)].join(",");
+    if items.len() > 3 {
+        format!("{shown} + {} more...", items.len() - 3)
+    } else {
+        shown
+    }
+}
+
+fn array<'a>(obj: &'a Value, ptr: &str) -> &'a [Value] {
+    obj.pointer(ptr)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Upstream `formatEndpoints`: `ip:port` of the ready addresses.
+fn format_endpoints(obj: &Value) -> String {
+    let mut out = Vec::new();
+    for subset in array(obj, "/subsets") {
+        let ports = array(subset, "/ports");
+        for a in array(subset, "/addresses") {
+            let ip = s(a, "/ip");
+            if ports.is_empty() {
+                out.push(ip.to_string());
+            }
+            for p in ports {
+                out.push(format!("{ip}:{}", i(p, "/port")));
+            }
+        }
+    }
+    first_three(out, "<none>")
+}
+
+/// Upstream `formatDiscoveryPorts`.
+fn format_slice_ports(obj: &Value) -> String {
+    let ports: Vec<String> = array(obj, "/ports")
+        .iter()
+        .map(|p| i(p, "/port").to_string())
+        .collect();
+    first_three(ports, "<unset>")
+}
+
+/// Upstream `formatDiscoveryEndpoints`.
+fn format_slice_endpoints(obj: &Value) -> String {
+    let addrs: Vec<String> = array(obj, "/endpoints")
+        .iter()
+        .flat_map(|e| array(e, "/addresses"))
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    first_three(addrs, "<unset>")
 }
 
 fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
@@ -329,6 +397,14 @@ fn cells(info: &ResourceInfo, obj: &Value) -> Vec<Value> {
                 .sum::<usize>();
             vec![name, json!(n), json!(age(obj))]
         }
+        ("", "endpoints") => vec![name, json!(format_endpoints(obj)), json!(age(obj))],
+        ("discovery.k8s.io", "endpointslices") => vec![
+            name,
+            json!(s(obj, "/addressType")),
+            json!(format_slice_ports(obj)),
+            json!(format_slice_endpoints(obj)),
+            json!(age(obj)),
+        ],
         ("", "secrets") => {
             let n = obj
                 .get("data")
@@ -446,5 +522,23 @@ mod tests {
         assert_eq!(human_age(900), "15m");
         assert_eq!(human_age(4 * 3600), "4h");
         assert_eq!(human_age(3 * 86400), "3d");
+    }
+
+    #[test]
+    fn endpoints_columns_read_like_kubectl() {
+        let ep = json!({"subsets": [
+            {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+             "notReadyAddresses": [{"ip": "10.0.0.9"}],
+             "ports": [{"port": 80}, {"port": 81}]}]});
+        assert_eq!(
+            format_endpoints(&ep),
+            "10.0.0.1:80,10.0.0.1:81,10.0.0.2:80 + 1 more..."
+        );
+        assert_eq!(format_endpoints(&json!({})), "<none>");
+        let slice = json!({"ports": [{"port": 8080}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]});
+        assert_eq!(format_slice_ports(&slice), "8080");
+        assert_eq!(format_slice_endpoints(&slice), "10.0.0.1,10.0.0.2");
+        assert_eq!(format_slice_ports(&json!({})), "<unset>");
     }
 }

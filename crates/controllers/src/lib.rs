@@ -16,6 +16,7 @@
 pub mod context;
 pub mod controller_ref;
 pub mod pods;
+pub mod workqueue;
 
 pub mod cronjob;
 pub mod deployment;
@@ -58,6 +59,10 @@ pub struct Config {
     pub node_monitor_grace_period: Duration,
     /// Workers per controller (`--concurrent-*-syncs`).
     pub concurrency: u16,
+    /// The cluster CA (PEM) that the root-ca publisher puts into every namespace's
+    /// `kube-root-ca.crt` ConfigMap; taken from the kubeconfig's `certificate-authority-data`
+    /// (see [`serviceaccount::root_ca_from_kubeconfig`]). `None`: none is published.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Config {
@@ -74,6 +79,7 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(40),
             concurrency: 5,
+            root_ca: None,
         }
     }
 }
@@ -109,6 +115,7 @@ pub const CONTROLLERS: &[(&str, StartFn)] = &[
     ("deployment", |c, s| Box::pin(deployment::run(c, s))),
     ("job", |c, s| Box::pin(job::run(c, s))),
     ("cronjob", |c, s| Box::pin(cronjob::run(c, s))),
+    ("ttl-after-finished", |c, s| Box::pin(job::ttl::run(c, s))),
     ("garbagecollector", |c, s| {
         Box::pin(garbagecollector::run(c, s))
     }),

@@ -76,12 +76,9 @@ pub(crate) async fn run(args: ControllerManagerArgs) -> anyhow::Result<()> {
         leader_elect = args.leader_elect,
         "rkube controller-manager starting"
     );
-    rkube_controllers::run(
-        client,
-        config(&args.controllers, args.leader_elect),
-        crate::server::shutdown_signal(),
-    )
-    .await;
+    let mut config = config(&args.controllers, args.leader_elect);
+    config.root_ca = rkube_controllers::serviceaccount::root_ca_from_kubeconfig(&args.kubeconfig);
+    rkube_controllers::run(client, config, crate::server::shutdown_signal()).await;
     tracing::info!("rkube controller-manager stopped");
     Ok(())
 }

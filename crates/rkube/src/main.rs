@@ -1,7 +1,9 @@
 //! `rkube`: a Kubernetes-compatible cluster in one binary. This file only parses the command
 //! line and hands each subcommand to its module.
 
+mod agent;
 mod controller_manager;
+mod image;
 mod scheduler;
 mod server;
 mod sim;
@@ -28,10 +30,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the node agent (kubelet) alone and join a cluster by --server and --token (or
+    /// --kubeconfig): registers this host as a Node and runs its pods on containerd.
+    Agent(agent::AgentArgs),
     /// Run only the controllers (ReplicaSet, Deployment, Job, garbage collector, ...),
     /// against a cluster given by a kubeconfig (`rkube server` already runs them unless
     /// --disable-controller-manager).
     ControllerManager(controller_manager::ControllerManagerArgs),
+    /// Build OCI image tarballs from directories (and the busybox and pause images) and
+    /// import them into containerd: images without a registry.
+    Image(image::ImageArgs),
     /// Run only the scheduler, against a cluster given by a kubeconfig (`rkube server`
     /// already runs one unless --disable-scheduler).
     Scheduler(scheduler::SchedulerArgs),
@@ -58,7 +66,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Agent(args) => agent::run(args).await,
             Command::ControllerManager(args) => controller_manager::run(args).await,
+            Command::Image(args) => image::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Server(args) => server::run(args).await,
             Command::Sim(args) => sim::run(args).await,

@@ -59,6 +59,9 @@ pub(crate) struct ServerArgs {
     #[command(flatten)]
     pub(crate) controllers: crate::controller_manager::ControllerArgs,
 
+    #[command(flatten)]
+    pub(crate) node: crate::agent::NodeArgs,
+
     /// Extra subject alternative name (host name or IP) for the serving certificate;
     /// repeat for several.
     #[arg(long = "tls-san", value_name = "NAME")]
@@ -218,7 +221,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let client = rkube_component::client_from_kubeconfig(&kubeconfig)
             .await
             .context("cannot start the controller manager")?;
-        let config = crate::controller_manager::config(&args.controllers, true);
+        let mut config = crate::controller_manager::config(&args.controllers, true);
+        config.root_ca = rkube_controllers::serviceaccount::root_ca_from_kubeconfig(&kubeconfig);
         components.push(spawn_component("controller-manager", |stop| {
             rkube_controllers::run(client, config, stop)
         }));
@@ -226,9 +230,15 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.disable_agent {
         tracing::debug!("agent disabled");
     } else {
-        tracing::info!(
-            "the node agent is not part of this build yet; running as a control plane only"
-        );
+        let client = rkube_component::client_from_kubeconfig(&kubeconfig)
+            .await
+            .context("cannot start the node agent")?;
+        let config = crate::agent::config(&args.node, &args.data_dir);
+        components.push(spawn_component("agent", |stop| async move {
+            if let Err(err) = rkube_kubelet::run(client, config, stop).await {
+                tracing::error!("node agent failed: {:#}", anyhow::Error::from(err));
+            }
+        }));
     }
     shutdown_signal().await;
     // Stop the components (they release their leases) while the API is still up.

@@ -58,7 +58,8 @@ spec:
 
 #[test]
 fn apply_get_describe_and_discovery() {
-    let s = Server::start(&[]);
+    // Counts the ConfigMaps of a namespace: without the kube-root-ca.crt publisher.
+    let s = Server::start(&["--disable-controller-manager"]);
     let (_d, path) = manifest(APP);
     let p = path.to_str().unwrap();
     let out = s.kubectl(&["apply", "-f", p]);
@@ -164,7 +165,7 @@ fn apply_get_describe_and_discovery() {
 
 #[test]
 fn patch_label_annotate_replace_scale_edit_diff() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let (_d, path) = manifest(APP);
     s.kubectl(&["apply", "-f", path.to_str().unwrap()]);
     let n = ["-n", "shop"];
@@ -288,7 +289,8 @@ fn patch_label_annotate_replace_scale_edit_diff() {
 
 #[test]
 fn watch_wait_and_delete() {
-    let s = Server::start(&[]);
+    // Counts the ConfigMaps of a namespace: without the kube-root-ca.crt publisher.
+    let s = Server::start(&["--disable-controller-manager"]);
     let (_d, path) = manifest(APP);
     s.kubectl(&["apply", "-f", path.to_str().unwrap()]);
 
@@ -395,7 +397,7 @@ fn watch_wait_and_delete() {
 
 #[test]
 fn kubectl_127_imperative_commands() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let k = |args: &[&str]| ok(s.kubectl_with(KUBECTL_127, args), args);
     assert!(k(&["create", "namespace", "old"]).contains("namespace/old created"));
     assert!(
@@ -464,7 +466,7 @@ fn kubectl_127_imperative_commands() {
 
 #[test]
 fn kubectl_reports_upstream_errors() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let err = s.kubectl_err(&["get", "cm", "nope"]);
     assert!(
         err.contains("Error from server (NotFound): configmaps \"nope\" not found"),
@@ -514,7 +516,8 @@ fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_crud_list_watch() {
-    let s = Server::start(&[]);
+    // Counts the ConfigMaps of a namespace: without the kube-root-ca.crt publisher.
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
@@ -642,7 +645,7 @@ async fn kube_rs_crud_list_watch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_an_expired_revision_is_gone() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     let first = api
@@ -684,7 +687,7 @@ async fn watch_from_an_expired_revision_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_subresource_and_generation() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({
@@ -779,7 +782,8 @@ async fn raw_error(client: &kube::Client, req: http::Request<Vec<u8>>) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_status_and_stores_nothing() {
-    let s = Server::start(&[]);
+    // Counts the ConfigMaps of a namespace: without the kube-root-ca.crt publisher.
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let post = |path: &str, ct: &str, body: Vec<u8>| {
         http::Request::post(path.to_string())
@@ -996,7 +1000,11 @@ async fn authentication() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(&tokens, "s3cret,alice,1001,\"dev\"\n").unwrap();
-    let s = Server::start(&["--token-auth-file", tokens.to_str().unwrap()]);
+    let s = Server::start(&[
+        "--disable-controller-manager",
+        "--token-auth-file",
+        tokens.to_str().unwrap(),
+    ]);
     let ca = std::fs::read(s.kubeconfig.parent().unwrap().join("tls/ca.crt")).unwrap();
     let client_with = |token: Option<&str>| {
         let mut config = kube::Config::new(format!("https://{}", s.addr).parse().unwrap());
@@ -1033,7 +1041,7 @@ fn pem_to_der(pem: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpa_served_as_v1_and_v2() {
     use k8s_openapi::api::autoscaling::{v1 as hpa_v1, v2 as hpa_v2};
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let v1: Api<hpa_v1::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
     let v2: Api<hpa_v2::HorizontalPodAutoscaler> = Api::namespaced(client.clone(), "default");
@@ -1122,6 +1130,7 @@ async fn hpa_served_as_v1_and_v2() {
 async fn service_ip_and_node_port_allocation() {
     use k8s_openapi::api::core::v1::Service;
     let s = Server::start(&[
+        "--disable-controller-manager",
         "--service-cidr",
         "10.96.0.0/27",
         "--service-node-port-range",
@@ -1263,7 +1272,7 @@ async fn service_ip_and_node_port_allocation() {
 /// What users leave out comes back with upstream's defaults.
 #[test]
 fn upstream_defaults_are_applied() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     s.kubectl(&["create", "deployment", "web", "--image=nginx"]);
     let d: serde_json::Value =
         serde_json::from_str(&s.kubectl(&["get", "deploy", "web", "-o", "json"])).unwrap();
@@ -1325,7 +1334,7 @@ fn upstream_defaults_are_applied() {
 /// `kubectl get -w` prints every change as a full table row, not just NAME and AGE.
 #[test]
 fn watch_prints_table_rows() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let mut watch = std::process::Command::new(common::KUBECTL_133)
         .args(["get", "pods", "-w"])
         .env("KUBECONFIG", &s.kubeconfig)

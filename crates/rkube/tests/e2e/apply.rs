@@ -244,7 +244,7 @@ fn server_side_apply_with(s: &Server, bin: &str, name: &str) {
 
 #[test]
 fn kubectl_server_side_apply() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     server_side_apply_with(&s, KUBECTL_133, "web");
     server_side_apply_with(&s, KUBECTL_127, "old");
 }
@@ -292,7 +292,7 @@ fn migrate_with(s: &Server, bin: &str, name: &str) {
 
 #[test]
 fn client_side_then_server_side_apply() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     migrate_with(&s, KUBECTL_133, "mig");
     migrate_with(&s, KUBECTL_127, "mig-old");
 }
@@ -301,7 +301,7 @@ fn client_side_then_server_side_apply() {
 /// `kubectl` take over the fields that still match the last-applied annotation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_applied_fields_go_to_kubectl_without_conflict() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let (_d, path) = manifest(&app("csa", 2, "blue"));
     s.kubectl(&["apply", "-f", path.to_str().unwrap()]);
     let client = s.client().await;
@@ -347,7 +347,7 @@ async fn last_applied_fields_go_to_kubectl_without_conflict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_apply() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let d = json!({
@@ -457,7 +457,7 @@ async fn kube_rs_apply() {
 
 #[test]
 fn updates_are_tracked_and_managed_fields_cannot_be_corrupted() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     s.kubectl(&["create", "configmap", "c", "--from-literal=a=1"]);
     s.kubectl(&["label", "configmap", "c", "team=x"]);
     let cm = get_json(&s, "cm", "c");
@@ -541,7 +541,7 @@ async fn raw_error(client: &kube::Client, req: http::Request<Vec<u8>>) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_apply_input_gets_a_status_and_stores_nothing() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let apply = |query: &str, body: &str| {
         http::Request::patch(format!("/api/v1/namespaces/default/configmaps/bad{query}"))

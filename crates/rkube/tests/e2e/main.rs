@@ -9,9 +9,16 @@ mod common;
 
 mod api;
 mod apply;
+mod controllers_deployment;
+mod controllers_endpoints;
+mod controllers_gc;
+mod controllers_job;
+mod controllers_node;
 mod fuzz_decode;
+mod kubelet;
 mod openapi;
 mod protobuf;
 mod scheduler;
 mod server_cli;
+mod serviceaccount;
 mod sim;

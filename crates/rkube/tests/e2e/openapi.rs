@@ -20,7 +20,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn kubectl_explain_shows_upstream_descriptions_and_types() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let idle = rss_kib(s.pid());
     for bin in [KUBECTL_133, KUBECTL_127] {
         let explain = |args: &[&str]| {
@@ -152,7 +152,7 @@ bogus: 1
 
 #[test]
 fn kubectl_apply_validates_and_patches_with_both_versions() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let (_d1, good) = manifest(GOOD);
     let (_d2, shrunk) = manifest(SHRUNK);
     let (_d3, bad) = manifest(UNKNOWN_FIELD);
@@ -203,7 +203,7 @@ fn kubectl_apply_validates_and_patches_with_both_versions() {
 
 #[test]
 fn raw_documents_list_every_group_version_and_definition() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let raw = |path: &str| -> Value {
         let args = ["get", "--raw", path];
         serde_json::from_str(&ok(s.kubectl_with(KUBECTL_133, &args), &args)).unwrap()

@@ -16,7 +16,7 @@ fn get_json(s: &Server, args: &[&str]) -> Value {
 
 #[test]
 fn kubectl_133_imperative_creates_are_protobuf_and_stored_right() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
 
     // kubectl really sends protobuf, and takes the JSON answer.
     let out = s.kubectl_with(KUBECTL_133, &["create", "namespace", "pb", "--v=8"]);
@@ -211,7 +211,7 @@ fn envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_protobuf_gets_a_bad_request_status() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     let cms = "/api/v1/namespaces/default/configmaps";
     let post = |body: Vec<u8>| {
@@ -281,7 +281,7 @@ async fn malformed_protobuf_gets_a_bad_request_status() {
 /// Go clients (kube-scheduler, `kubectl drain`) send subresource bodies as protobuf too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_binding_and_eviction() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--disable-controller-manager"]);
     let client = s.client().await;
     for name in ["bound", "evicted"] {
         let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

@@ -201,7 +201,9 @@ fn jsonpath(server: &Server, pod: &str, path: &str) -> String {
 
 #[test]
 fn sim_runs_finishes_and_deletes_pods() {
-    let server = Server::start(&[]);
+    // Without the node IPAM controller, so sim-0 keeps the sim's own range and sim-1 the
+    // podCIDR patched in below (controllers_node.rs tests the sim with IPAM).
+    let server = Server::start(&["--controllers=*,-nodeipam"]);
     let mut sim = Sim::start(&server, &["--nodes", "2"]);
     sim.wait_for_log("registered 2 nodes", Duration::from_secs(60));
     // sim-1 gets a podCIDR after registration (as from an IPAM controller): its pods use it.
