@@ -202,7 +202,13 @@ async fn start_cluster(
     args: &Args,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Server, rkube_bench::cluster::Proc, f64)> {
-    let (server, _) = Server::start(&args.rkube, &dir.join("rkube"), &[]).await?;
+    // 1,000 nodes need more than the default /16's 256 node CIDRs of /24.
+    let (server, _) = Server::start(
+        &args.rkube,
+        &dir.join("rkube"),
+        &["--cluster-cidr", "10.64.0.0/12"],
+    )
+    .await?;
     let admin = server.client().await?;
     let t = Instant::now();
     let sim = start_sim(&args.rkube, &server.kubeconfig, args.nodes, "sim-", &[])?;
